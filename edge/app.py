@@ -1,0 +1,154 @@
+"""The edge service: `create_app(settings)`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from edge import pages
+from edge.follower import BucketFollower, BucketStatus
+from edge.readmodel import ReadModel
+from edge.settings import EdgeSettings
+from sync.client import FeedClient
+from sync.replica import Replica
+from sync.wire import to_json
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(to_json(body), status_code=status, media_type="application/json")
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    followers: list[BucketFollower] = request.app.state.followers
+    ready = all(f.status.ready for f in followers)
+    return json_response(
+        {"ready": ready, "buckets": {f.bucket: f.status.ready for f in followers}},
+        200 if ready else 503,
+    )
+
+
+async def sync_status(request: Request) -> Response:
+    followers: list[BucketFollower] = request.app.state.followers
+    now = request.app.state.settings.clock()
+    out = []
+    for f in followers:
+        st = f.status
+        out.append(
+            {
+                "bucket": st.bucket,
+                "epoch": st.epoch,
+                "cursor": st.cursor,
+                "head": st.head,
+                "lag_changes": max(st.head - st.cursor, 0),
+                "lag_s": round(now - st.synced_at, 3) if st.synced_at else None,
+                "checksum_ok": st.checksum_ok,
+                "snapshots": st.snapshots,
+                "rebootstraps": st.rebootstraps,
+                "refused_pages": st.refused_pages,
+                "pages": st.pages,
+                "changes": st.changes,
+                "ready": st.ready,
+                "last_error": st.last_error,
+            }
+        )
+    return json_response({"region": request.app.state.settings.region, "buckets": out})
+
+
+class Metrics:
+    def __init__(self, followers: list[BucketFollower], model: ReadModel, clock: Callable[[], float]) -> None:
+        self.registry = CollectorRegistry()
+        lag = Gauge(
+            "waypost_sync_lag_seconds",
+            "Seconds since the origin last confirmed a bucket",
+            ["bucket"],
+            registry=self.registry,
+        )
+        lag_changes = Gauge(
+            "waypost_sync_lag_changes", "Changes behind the origin's head", ["bucket"], registry=self.registry
+        )
+        shipments = Gauge("waypost_replica_shipments", "Shipments in the read model", registry=self.registry)
+        for f in followers:
+            st = f.status
+            lag.labels(f.bucket).set_function(partial(_lag_s, st, clock))
+            lag_changes.labels(f.bucket).set_function(partial(_lag_changes, st))
+        region = followers[1].bucket
+        shipments.set_function(lambda: model.count(region, "shipment"))
+
+
+def _lag_s(st: BucketStatus, clock: Callable[[], float]) -> float:
+    return clock() - st.synced_at if st.synced_at else float("nan")
+
+
+def _lag_changes(st: BucketStatus) -> float:
+    return max(st.head - st.cursor, 0)
+
+
+async def metrics(request: Request) -> Response:
+    m: Metrics = request.app.state.metrics
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: EdgeSettings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        replica = Replica(settings.data_dir / "replica.sqlite3")
+        model = ReadModel()
+        http = httpx.AsyncClient(
+            base_url=settings.origin_url,
+            timeout=httpx.Timeout(10.0),
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+        )
+        client = FeedClient(http, settings.edge_token)
+        followers = [
+            BucketFollower(
+                b,
+                client,
+                replica,
+                model,
+                limit=settings.feed_limit,
+                wait_s=settings.feed_wait_s,
+                clock=settings.clock,
+            )
+            for b in settings.buckets
+        ]
+        for f in followers:
+            await f.load_local()
+        app.state.settings = settings
+        app.state.model = model
+        app.state.followers = followers
+        app.state.templates = pages.template_env()
+        app.state.metrics = Metrics(followers, model, settings.clock)
+        tasks = [asyncio.create_task(f.run(), name=f"follow {f.bucket}") for f in followers]
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await http.aclose()
+            replica.close()
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/v1/sync/status", sync_status),
+        Route("/track/{tracking_number}", pages.track_page),
+        Route("/v1/track/{tracking_number}", pages.track_json),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,171 @@
+"""Following the origin's feed: bootstrap, long-poll, apply, re-bootstrap, back off.
+
+One task per bucket. Catching up, it reads aligned pages (`after` a multiple of `limit`) so
+every edge of a region asks for the same, cacheable URLs; at the tail it long-polls from its
+exact cursor. Each page is applied to the replica in one transaction and only then to the read
+model. On a 409, a refused page or a bad snapshot it re-bootstraps the bucket while the old
+state keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from anyio import to_thread
+
+from edge.readmodel import ReadModel
+from sync.client import FeedClient, MustResync
+from sync.replica import Replica, ReplicaError
+
+log = logging.getLogger("waypost.edge.sync")
+
+
+@dataclass
+class BucketStatus:
+    bucket: str
+    epoch: str = ""
+    cursor: int = 0
+    head: int = 0
+    checksum_ok: bool | None = None
+    synced_at: float = 0.0  # when the origin last confirmed this bucket current
+    last_change_at: float = 0.0
+    rebootstraps: int = 0
+    snapshots: int = 0
+    pages: int = 0
+    changes: int = 0
+    refused_pages: int = 0
+    last_error: str | None = None
+    ready: bool = False
+
+
+class Backoff:
+    """Exponential backoff with full jitter, capped."""
+
+    def __init__(self, base: float = 0.2, cap: float = 10.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+
+    def next(self) -> float:
+        self.attempt += 1
+        return random.uniform(0, min(self.cap, self.base * 2**self.attempt))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class BucketFollower:
+    def __init__(
+        self,
+        bucket: str,
+        client: FeedClient,
+        replica: Replica,
+        model: ReadModel,
+        *,
+        limit: int,
+        wait_s: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self.bucket = bucket
+        self.client = client
+        self.replica = replica
+        self.model = model
+        self.limit = limit
+        self.wait_s = wait_s
+        self.clock = clock
+        self.status = BucketStatus(bucket)
+        self._at_tail = False
+
+    def _now(self) -> float:
+        return self.clock()
+
+    async def load_local(self) -> bool:
+        """Load the read model from the replica's stored state; False if never bootstrapped."""
+        cur = await to_thread.run_sync(self.replica.cursor, self.bucket)
+        if cur is None:
+            return False
+        rows = await to_thread.run_sync(lambda: list(self.replica.entities(self.bucket)))
+        self.model.replace_bucket(self.bucket, rows)
+        self.status.epoch, self.status.cursor = cur.epoch, cur.seq
+        self.status.synced_at = cur.synced_at
+        self.status.ready = True
+        return True
+
+    async def bootstrap(self) -> None:
+        async with self.client.snapshot(self.bucket) as snap:
+            staging = await to_thread.run_sync(self.replica.start_bootstrap, snap.header)
+            async for batch in snap.batches:
+                await to_thread.run_sync(staging.add, batch)
+            await to_thread.run_sync(staging.finish, self._now())
+        self.status.snapshots += 1
+        self.status.checksum_ok = True
+        await self.load_local()
+        self._at_tail = False
+        log.info("bootstrapped %s at seq %s (%s entities)", self.bucket, snap.header.seq, staging.count)
+
+    async def step(self) -> None:
+        """One request to the origin and whatever it brings."""
+        cur = await to_thread.run_sync(self.replica.cursor, self.bucket)
+        if cur is None:
+            await self.bootstrap()
+            return
+        if self._at_tail:
+            after, wait = cur.seq, self.wait_s
+        else:
+            after, wait = cur.seq - cur.seq % self.limit, 0
+        page = await self.client.page(self.bucket, epoch=cur.epoch, after=after, limit=self.limit, wait=wait)
+        now = self._now()
+        applied = await to_thread.run_sync(self.replica.apply_page, page, now)
+        self.model.apply(self.bucket, applied)
+        st = self.status
+        st.pages += 1
+        st.changes += len(applied)
+        st.cursor = max(page.last, cur.seq)
+        st.head = page.head if page.head is not None else max(st.head, page.last)
+        st.checksum_ok = True
+        st.synced_at = now
+        if applied:
+            st.last_change_at = now
+        self._at_tail = page.head is not None and page.last >= page.head
+        if not applied and self._at_tail:
+            await to_thread.run_sync(self.replica.touch, self.bucket, now)
+
+    async def run(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await self.step()
+                self.status.last_error = None
+                backoff.reset()
+            except MustResync as exc:
+                self._note(f"resync: {exc}")
+                await self._rebootstrap(backoff)
+            except ReplicaError as exc:
+                self.status.refused_pages += 1
+                self.status.checksum_ok = False
+                self._note(f"refused page: {exc}")
+                await self._rebootstrap(backoff)
+            except (httpx.HTTPError, OSError) as exc:
+                self._note(f"origin unreachable: {type(exc).__name__}: {exc}")
+                await asyncio.sleep(backoff.next())
+            except Exception as exc:  # a bug must not stop syncing silently: log, back off, retry
+                log.exception("%s: unexpected error", self.bucket)
+                self._note(f"unexpected: {type(exc).__name__}: {exc}")
+                await asyncio.sleep(backoff.next())
+
+    async def _rebootstrap(self, backoff: Backoff) -> None:
+        self.status.rebootstraps += 1
+        try:
+            await self.bootstrap()
+        except (httpx.HTTPError, OSError, ReplicaError) as exc:
+            self._note(f"re-bootstrap failed: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(backoff.next())
+
+    def _note(self, error: str) -> None:
+        self.status.last_error = error
+        log.warning("%s: %s", self.bucket, error)

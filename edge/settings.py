@@ -1,0 +1,70 @@
+"""The edge's settings: one frozen object, from `WAYPOST_*` variables and CLI flags."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+REQUIRED = ("WAYPOST_EDGE_TOKEN", "WAYPOST_STORE_TOKEN", "WAYPOST_LINK_SECRET", "WAYPOST_POSTCODE_KEY")
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    origin_url: str
+    region: str
+    data_dir: Path
+    edge_token: str = ""
+    store_token: str = ""
+    link_secret: bytes = b""
+    postcode_key: bytes = b""
+    returns_url: str = ""
+    lookup_rate: float = 120.0  # requests per minute per client
+    unlock_rate: float = 10.0
+    feed_limit: int = 500
+    feed_wait_s: int = 20
+    clock: Callable[[], float] = field(default=time.time, compare=False)
+
+    @property
+    def buckets(self) -> tuple[str, str]:
+        return ("global", f"region:{self.region}")
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        origin_url: str,
+        region: str,
+        data_dir: Path,
+        insecure_dev: bool = False,
+        **overrides: Any,
+    ) -> EdgeSettings:
+        env = os.environ if env is None else env
+        missing = [name for name in REQUIRED if not env.get(name)]
+        if missing and not insecure_dev:
+            raise SystemExit(
+                f"edge: missing settings {', '.join(missing)}; set them (see .env.example)"
+                " or pass --insecure-dev to run with throwaway secrets"
+            )
+
+        def get(name: str) -> str:
+            return env.get(name) or secrets.token_urlsafe(18)
+
+        settings = cls(
+            origin_url=origin_url,
+            region=region,
+            data_dir=data_dir,
+            edge_token=get("WAYPOST_EDGE_TOKEN"),
+            store_token=get("WAYPOST_STORE_TOKEN"),
+            link_secret=get("WAYPOST_LINK_SECRET").encode(),
+            postcode_key=get("WAYPOST_POSTCODE_KEY").encode(),
+            returns_url=env.get("WAYPOST_RETURNS_URL", ""),
+            lookup_rate=float(env.get("WAYPOST_LOOKUP_RATE", "120")),
+            unlock_rate=float(env.get("WAYPOST_UNLOCK_RATE", "10")),
+        )
+        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

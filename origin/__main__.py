@@ -1,0 +1,91 @@
+"""`python -m origin seed|serve|demo`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from models.world import World, WorldSpec, world_now
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=Path(os.environ.get("WAYPOST_DATA", "data/origin")))
+    p.add_argument(
+        "--store", default=os.environ.get("WAYPOST_STORE"), help="postgresql://… (default: DIR's SQLite file)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m origin")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seed = sub.add_parser("seed", help="create or extend a deterministic world")
+    _store_args(seed)
+    seed.add_argument("--shipments", type=int, default=20_000)
+    seed.add_argument("--regions", type=int, default=2)
+    seed.add_argument("--products", type=int, default=500)
+    seed.add_argument("--seed", type=int, default=7)
+
+    serve = sub.add_parser("serve", help="serve the origin")
+    _store_args(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--insecure-dev", action="store_true", help="run with throwaway secrets")
+    serve.add_argument("--log-level", default="info")
+
+    demo = sub.add_parser("demo", help="seed a small world, start origin and edges, print URLs")
+    demo.add_argument("--data", type=Path, default=None)
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--shipments", type=int, default=2000)
+
+    args = parser.parse_args(argv)
+    if args.command == "seed":
+        from origin.seed import seed_world
+        from origin.store import open_store
+
+        spec = WorldSpec(
+            seed=args.seed, regions=args.regions, products=args.products, shipments=args.shipments
+        )
+        store = open_store(args.store, args.data, time.time)
+        try:
+            started = time.perf_counter()
+            out = seed_world(store, World(spec, world_now(time.time())))
+            out["seconds"] = round(time.perf_counter() - started, 2)
+        finally:
+            store.close()
+        json.dump(out, sys.stdout, indent=2)
+        print()
+        return 0
+    if args.command == "serve":
+        import uvicorn
+
+        from origin.app import create_app
+        from origin.settings import OriginSettings
+
+        settings = OriginSettings.from_env(
+            insecure_dev=args.insecure_dev, data_dir=args.data, store_url=args.store
+        )
+        if args.insecure_dev:
+            print("origin: --insecure-dev: running with throwaway secrets", file=sys.stderr)
+        uvicorn.run(
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            access_log=False,
+        )
+        return 0
+    if args.command == "demo":
+        from origin.demo import run_demo
+
+        code: int = run_demo(args.data, args.port, args.shipments)
+        return code
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

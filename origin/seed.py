@@ -1,0 +1,102 @@
+"""Seeding: write a simulated world into the store, through the change log like any write."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any, TypeVar
+
+import msgspec
+
+from models.world import World
+from origin.sanitize import scrub_text
+from origin.store import Store, Tx
+from sync.entities import (
+    GLOBAL_BUCKET,
+    ChangeKinds,
+    Shipment,
+    encode_entity,
+    region_bucket,
+    stock_key,
+)
+
+T = TypeVar("T")
+BATCH = 5000
+
+
+def _batches(items: Iterable[T], n: int) -> Iterator[list[T]]:
+    it = iter(items)
+    while batch := list(islice(it, n)):
+        yield batch
+
+
+def _meta_int(tx: Tx, key: str) -> int:
+    row = tx.one("SELECT value FROM meta WHERE key = ?", (key,))
+    return int(row[0]) if row else 0
+
+
+def _sanitized(s: Shipment) -> Shipment:
+    events = [msgspec.structs.replace(e, message=scrub_text(e.message)) for e in s.events]
+    return msgspec.structs.replace(s, events=events)
+
+
+def seed_world(store: Store, world: World) -> dict[str, Any]:
+    """Create the world, or extend it with the shipments not yet seeded; return a summary."""
+    with store.transaction() as tx:
+        for site in world.sites:
+            tx.execute(
+                "INSERT INTO site_region (site_id, region) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (site.site_id, site.region),
+            )
+            if tx.get(ChangeKinds.SITE, site.site_id) is None:
+                tx.put(GLOBAL_BUCKET, ChangeKinds.SITE, site.site_id, encode_entity(site))
+        for product in world.products:
+            if tx.get(ChangeKinds.PRODUCT, product.sku) is None:
+                tx.put(GLOBAL_BUCKET, ChangeKinds.PRODUCT, product.sku, encode_entity(product))
+        done = _meta_int(tx, "seeded_stock")
+    if not done:
+        regions = {s.site_id: s.region for s in world.sites}
+        for stock in _batches(world.stock(), BATCH):
+            with store.transaction() as tx:
+                for st in stock:
+                    key = stock_key(st.site_id, st.sku)
+                    tx.put(region_bucket(regions[st.site_id]), ChangeKinds.STOCK, key, encode_entity(st))
+        with store.transaction() as tx:
+            tx.execute("INSERT INTO meta (key, value) VALUES ('seeded_stock', '1')")
+
+    with store.reader() as r:
+        start = _meta_int(r, "seeded_shipments")
+    regions = {s.site_id: s.region for s in world.sites}
+    for batch in _batches(world.shipments(start), BATCH):
+        with store.transaction() as tx:
+            for s in batch:
+                tx.put(
+                    region_bucket(regions[s.site_id]),
+                    ChangeKinds.SHIPMENT,
+                    s.tracking_number,
+                    encode_entity(_sanitized(s)),
+                )
+            start += len(batch)
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('seeded_shipments', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(start),),
+            )
+    return summary(world)
+
+
+def summary(world: World) -> dict[str, Any]:
+    samples: dict[str, list[str]] = {r.name: [] for r in world.regions}
+    for s in world.shipments():
+        region = world.region_of(s.site_id)
+        if len(samples[region]) < 5:
+            samples[region].append(s.tracking_number)
+        if all(len(v) >= 5 for v in samples.values()):
+            break
+    return {
+        "regions": [r.name for r in world.regions],
+        "sites": {r.name: [s.site_id for s in world.sites if s.region == r.name] for r in world.regions},
+        "products": len(world.products),
+        "shipments": world.spec.shipments,
+        "samples": samples,
+    }

@@ -1,0 +1,81 @@
+"""The origin's settings: one frozen object, from `WAYPOST_*` variables and CLI flags."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from origin.signatures import parse_secret
+
+REQUIRED = (
+    "WAYPOST_WEBHOOK_SECRET",
+    "WAYPOST_EDGE_TOKEN",
+    "WAYPOST_ADMIN_TOKEN",
+    "WAYPOST_LINK_SECRET",
+    "WAYPOST_PII_KEY",
+    "WAYPOST_POSTCODE_KEY",
+)
+
+
+@dataclass(frozen=True)
+class OriginSettings:
+    data_dir: Path
+    store_url: str | None = None
+    webhook_secrets: tuple[bytes, ...] = ()
+    edge_token: str = ""
+    admin_token: str = ""
+    link_secret: bytes = b""
+    pii_key: bytes = b""
+    postcode_key: bytes = b""
+    feed_max_limit: int = 1000
+    feed_max_wait_s: float = 30.0
+    max_webhook_bytes: int = 64 * 1024
+    clock: Callable[[], float] = field(default=time.time, compare=False)
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, insecure_dev: bool = False, **overrides: Any
+    ) -> OriginSettings:
+        """Read settings; without the secrets, refuse unless `insecure_dev` (then make some)."""
+        env = os.environ if env is None else env
+        missing = [name for name in REQUIRED if not env.get(name)]
+        if missing and not insecure_dev:
+            raise SystemExit(
+                f"origin: missing settings {', '.join(missing)}; set them (see .env.example)"
+                " or pass --insecure-dev to run with throwaway secrets"
+            )
+        dev = dev_secrets()
+
+        def get(name: str) -> str:
+            return env.get(name) or dev[name]
+
+        settings = cls(
+            data_dir=Path(env.get("WAYPOST_DATA", "data/origin")),
+            store_url=env.get("WAYPOST_STORE") or None,
+            webhook_secrets=tuple(parse_secret(s) for s in get("WAYPOST_WEBHOOK_SECRET").split()),
+            edge_token=get("WAYPOST_EDGE_TOKEN"),
+            admin_token=get("WAYPOST_ADMIN_TOKEN"),
+            link_secret=get("WAYPOST_LINK_SECRET").encode(),
+            pii_key=get("WAYPOST_PII_KEY").encode(),
+            postcode_key=get("WAYPOST_POSTCODE_KEY").encode(),
+        )
+        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def dev_secrets() -> dict[str, str]:
+    """Throwaway secrets for `--insecure-dev` and the demo; printed, never persisted."""
+    import base64
+
+    return {
+        "WAYPOST_WEBHOOK_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(),
+        "WAYPOST_EDGE_TOKEN": secrets.token_urlsafe(18),
+        "WAYPOST_ADMIN_TOKEN": secrets.token_urlsafe(18),
+        "WAYPOST_LINK_SECRET": secrets.token_urlsafe(24),
+        "WAYPOST_PII_KEY": secrets.token_urlsafe(24),
+        "WAYPOST_POSTCODE_KEY": secrets.token_urlsafe(24),
+    }

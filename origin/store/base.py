@@ -1,0 +1,264 @@
+"""The store interface both backends implement, and the change log they share.
+
+Every write happens in a `Tx`. Domain code reads and writes its own tables through
+`Tx.execute` and records synced entities with `Tx.put` / `Tx.delete`. At commit the
+transaction's entity writes become change-log rows, numbered from the bucket's head inside
+the same database transaction (the transactional outbox): sequence order is commit order,
+gap-free per bucket, and each row carries the bucket checksum after it. A backend with
+several writer processes (PostgreSQL) locks the bucket's head row only for that short tail.
+
+SQL is written once with `?` placeholders; a backend translates it if its driver differs.
+"""
+
+from __future__ import annotations
+
+import abc
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from msgspec import Raw
+
+from sync import checksum as cks
+from sync.wire import NIL, BucketInfo, Change, SnapshotHeader, SnapshotRow
+
+Row = tuple[Any, ...]
+
+
+class Cursorish(abc.ABC):
+    """The part of a DB-API cursor the domain code uses."""
+
+    @abc.abstractmethod
+    def fetchone(self) -> Row | None: ...
+
+    @abc.abstractmethod
+    def fetchall(self) -> list[Row]: ...
+
+    rowcount: int
+
+
+@dataclass
+class Pending:
+    """Entity writes of one transaction, last write per entity wins."""
+
+    by_bucket: dict[str, dict[tuple[str, str], bytes | None]] = field(default_factory=dict)
+
+    def record(self, bucket: str, kind: str, key: str, body: bytes | None) -> None:
+        self.by_bucket.setdefault(bucket, {})[(kind, key)] = body
+
+    def lookup(self, kind: str, key: str) -> tuple[str, bytes | None] | None:
+        for bucket, writes in self.by_bucket.items():
+            if (kind, key) in writes:
+                return bucket, writes[(kind, key)]
+        return None
+
+
+class Tx(abc.ABC):
+    """One writing transaction."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.pending = Pending()
+        self.committed_heads: dict[str, int] = {}
+
+    @abc.abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        for row in rows:
+            self.execute(sql, row)
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self.execute(sql, params).fetchone()
+        return row
+
+    def put(self, bucket: str, kind: str, key: str, body: bytes) -> None:
+        self.pending.record(bucket, kind, key, body)
+
+    def delete(self, bucket: str, kind: str, key: str) -> None:
+        self.pending.record(bucket, kind, key, None)
+
+    def get(self, kind: str, key: str, *, for_update: bool = False) -> tuple[str, bytes] | None:
+        """An entity's bucket and current body, seeing this transaction's own writes."""
+        mine = self.pending.lookup(kind, key)
+        if mine is not None:
+            bucket, body = mine
+            return None if body is None else (bucket, body)
+        lock = self.for_update_clause if for_update else ""
+        row = self.one(f"SELECT bucket, body FROM entity WHERE kind = ? AND key = ?{lock}", (kind, key))
+        return None if row is None else (row[0], bytes(row[1]))
+
+    for_update_clause = ""
+
+    @abc.abstractmethod
+    def lock_bucket(self, bucket: str) -> tuple[int, int]:
+        """Lock the bucket's head row until commit; return (head, checksum as u64)."""
+
+    def flush_changes(self) -> None:
+        """Number this transaction's entity writes from each bucket's head and log them."""
+        for bucket in sorted(self.pending.by_bucket):  # a fixed order: no lock cycles
+            writes = self.pending.by_bucket[bucket]
+            head, checksum = self.lock_bucket(bucket)
+            seq = head
+            log: list[tuple[Any, ...]] = []
+            for (kind, key), body in writes.items():
+                old = self.one(
+                    "SELECT hash FROM entity WHERE bucket = ? AND kind = ? AND key = ?",
+                    (bucket, kind, key),
+                )
+                if old is not None:
+                    checksum = cks.sub(checksum, cks.to_unsigned(old[0]))
+                if body is None:
+                    if old is None:
+                        continue  # deleting what does not exist changes nothing
+                    self.execute(
+                        "DELETE FROM entity WHERE bucket = ? AND kind = ? AND key = ?",
+                        (bucket, kind, key),
+                    )
+                    op = "delete"
+                else:
+                    h = cks.entity_hash(kind, key, body)
+                    checksum = cks.add(checksum, h)
+                    self.execute(
+                        "INSERT INTO entity (bucket, kind, key, body, hash) VALUES (?, ?, ?, ?, ?)"
+                        " ON CONFLICT (bucket, kind, key)"
+                        " DO UPDATE SET body = excluded.body, hash = excluded.hash",
+                        (bucket, kind, key, body, cks.to_signed(h)),
+                    )
+                    op = "put"
+                seq += 1
+                log.append((bucket, seq, kind, key, op, body, cks.to_signed(checksum), self.now))
+            if not log:
+                continue
+            self.executemany(
+                "INSERT INTO change (bucket, seq, kind, key, op, body, checksum, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                log,
+            )
+            self.execute(
+                "UPDATE bucket SET head = ?, checksum = ? WHERE bucket = ?",
+                (seq, cks.to_signed(checksum), bucket),
+            )
+            self.committed_heads[bucket] = seq
+
+
+@dataclass(frozen=True)
+class FeedSlice:
+    epoch: str
+    head: int
+    watermark: int
+    changes: list[Change]
+    checksum: int  # the bucket checksum at the last change returned (or at head if none)
+
+
+class Store(abc.ABC):
+    """What the origin needs from a database. Both backends pass the same test suite."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self._commit_listeners: list[Callable[[dict[str, int]], None]] = []
+
+    def on_commit(self, listener: Callable[[dict[str, int]], None]) -> None:
+        """Call `listener({bucket: head})` after each commit that logged changes."""
+        self._commit_listeners.append(listener)
+
+    def _committed(self, heads: dict[str, int]) -> None:
+        if heads:
+            for listener in self._commit_listeners:
+                listener(heads)
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[Tx]: ...
+
+    @abc.abstractmethod
+    def reader(self) -> AbstractContextManager[Tx]:
+        """A read-only transaction that sees one consistent state."""
+
+    @abc.abstractmethod
+    def stream_reader(self) -> AbstractContextManager[Tx]:
+        """Like `reader`, on a connection of its own that any thread may use (snapshots)."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    # -- reads every backend answers the same way -------------------------------------
+
+    def epoch(self) -> str:
+        with self.reader() as r:
+            return _epoch(r)
+
+    def buckets(self) -> list[BucketInfo]:
+        with self.reader() as r:
+            epoch = _epoch(r)
+            rows = r.execute(
+                "SELECT bucket, head, watermark, checksum FROM bucket ORDER BY bucket"
+            ).fetchall()
+        return [
+            BucketInfo(bucket=b, epoch=epoch, head=h, watermark=w, checksum=cks.to_unsigned(c))
+            for b, h, w, c in rows
+        ]
+
+    def head(self, bucket: str) -> int | None:
+        with self.reader() as r:
+            row = r.one("SELECT head FROM bucket WHERE bucket = ?", (bucket,))
+        return None if row is None else int(row[0])
+
+    def feed(self, bucket: str, after: int, limit: int) -> FeedSlice | None:
+        """The changes after `after`, at most `limit`; None for an unknown bucket."""
+        with self.reader() as r:
+            epoch = _epoch(r)
+            b = r.one("SELECT head, watermark, checksum FROM bucket WHERE bucket = ?", (bucket,))
+            if b is None:
+                return None
+            head, watermark, checksum = int(b[0]), int(b[1]), cks.to_unsigned(b[2])
+            rows = r.execute(
+                "SELECT seq, kind, key, op, body, checksum FROM change"
+                " WHERE bucket = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (bucket, after, limit),
+            ).fetchall()
+        changes = [
+            Change(seq, kind, key, op, NIL if body is None else _raw(body))
+            for seq, kind, key, op, body, _ in rows
+        ]
+        if rows:
+            checksum = cks.to_unsigned(rows[-1][5])
+        return FeedSlice(epoch, head, watermark, changes, checksum)
+
+    def snapshot(self, bucket: str) -> Iterator[SnapshotHeader | SnapshotRow]:
+        """The bucket's whole state at one sequence: a header, then every entity."""
+        with self.stream_reader() as r:
+            epoch = _epoch(r)
+            b = r.one("SELECT head, checksum FROM bucket WHERE bucket = ?", (bucket,))
+            if b is None:
+                return
+            yield SnapshotHeader(bucket=bucket, epoch=epoch, seq=int(b[0]), checksum=cks.to_unsigned(b[1]))
+            cur = r.execute(
+                "SELECT kind, key, body FROM entity WHERE bucket = ? ORDER BY kind, key", (bucket,)
+            )
+            while batch := cur.fetchmany(2000):
+                for kind, key, body in batch:
+                    yield SnapshotRow(kind, key, _raw(body))
+
+
+def _raw(body: Any) -> Raw:
+    return Raw(bytes(body))
+
+
+def _epoch(r: Tx) -> str:
+    row = r.one("SELECT value FROM meta WHERE key = 'epoch'")
+    assert row is not None, "the store has no epoch: migrations did not run"
+    return str(row[0])
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(8)
+
+
+def ensure_bucket(tx: Tx, bucket: str) -> None:
+    tx.execute(
+        "INSERT INTO bucket (bucket, head, watermark, checksum) VALUES (?, 0, 0, 0)"
+        " ON CONFLICT (bucket) DO NOTHING",
+        (bucket,),
+    )

@@ -1,0 +1,169 @@
+"""The embedded default: one SQLite file in WAL mode.
+
+One writer connection (guarded by a lock; `BEGIN IMMEDIATE` also serializes other processes)
+and one reader connection per thread. WAL gives every reader a consistent snapshot while the
+writer commits, so a feed page or a snapshot never sees half a transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from origin.store.base import Store, Tx, ensure_bucket, new_epoch
+from sync import checksum as cks
+
+MIGRATIONS: list[str] = [
+    # 1: the change log, synced entities, buckets
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE bucket (
+        bucket TEXT PRIMARY KEY,
+        head INTEGER NOT NULL,
+        watermark INTEGER NOT NULL,
+        checksum INTEGER NOT NULL
+    );
+    CREATE TABLE entity (
+        bucket TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        body BLOB NOT NULL,
+        hash INTEGER NOT NULL,
+        PRIMARY KEY (bucket, kind, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX entity_by_key ON entity (kind, key);
+    CREATE TABLE change (
+        bucket TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        op TEXT NOT NULL,
+        body BLOB,
+        checksum INTEGER NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (bucket, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE webhook_seen (id TEXT PRIMARY KEY, received_at REAL NOT NULL);
+    CREATE TABLE parked_event (
+        tracking_number TEXT NOT NULL,
+        carrier TEXT NOT NULL,
+        event BLOB NOT NULL,
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX parked_by_number ON parked_event (tracking_number);
+    CREATE TABLE site_region (site_id TEXT PRIMARY KEY, region TEXT NOT NULL);
+    """,
+]
+
+
+class SQLiteTx(Tx):
+    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+        super().__init__(now)
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._conn.executemany(sql, rows)
+
+    def lock_bucket(self, bucket: str) -> tuple[int, int]:
+        # BEGIN IMMEDIATE already holds the database's write lock.
+        ensure_bucket(self, bucket)
+        row = self.one("SELECT head, checksum FROM bucket WHERE bucket = ?", (bucket,))
+        assert row is not None
+        return int(row[0]), cks.to_unsigned(row[1])
+
+
+def _connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA cache_size=-65536")
+    return conn
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: Path, clock: Callable[[], float]) -> None:
+        super().__init__(clock)
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = _connect(path, check_same_thread=False)
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                (version,) = conn.execute("PRAGMA user_version").fetchone()
+                for n, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {n}")
+                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)", (new_epoch(),))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            tx = SQLiteTx(conn, self.clock())
+            try:
+                yield tx
+                tx.flush_changes()
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        self._committed(tx.committed_heads)
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path, check_same_thread=False)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    @contextmanager
+    def reader(self) -> Iterator[Tx]:
+        conn = self._reader_conn()
+        conn.execute("BEGIN")
+        try:
+            yield SQLiteTx(conn, self.clock())
+        finally:
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def stream_reader(self) -> Iterator[Tx]:
+        conn = _connect(self.path, check_same_thread=False)
+        conn.execute("BEGIN")
+        try:
+            yield SQLiteTx(conn, self.clock())
+        finally:
+            conn.execute("COMMIT")
+            conn.close()
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._writer.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()

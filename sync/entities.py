@@ -1,0 +1,133 @@
+"""The synced entities: what crosses the wire from origin to edge.
+
+Field order is part of the protocol: a body's MessagePack bytes are hashed, so a struct's
+fields are encoded in the order they are declared here. New fields go at the end, with a
+default, so older bodies still decode.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+STATUSES = (
+    "pending",
+    "info_received",
+    "in_transit",
+    "out_for_delivery",
+    "attempt_fail",
+    "available_for_pickup",
+    "delivered",
+    "exception",
+    "returned",
+    "expired",
+)
+Status = Literal[
+    "pending",
+    "info_received",
+    "in_transit",
+    "out_for_delivery",
+    "attempt_fail",
+    "available_for_pickup",
+    "delivered",
+    "exception",
+    "returned",
+    "expired",
+]
+# Statuses after which a parcel's journey is over.
+FINAL_STATUSES = frozenset({"delivered", "returned", "expired"})
+
+
+class Site(msgspec.Struct, frozen=True, kw_only=True):
+    site_id: str
+    kind: Literal["mfc", "warehouse"]
+    region: str
+    name: str
+    lat: float
+    lon: float
+    capacity_per_hour: int
+
+
+class Product(msgspec.Struct, frozen=True, kw_only=True):
+    sku: str
+    name: str
+    category: str
+    price: float
+    image_url: str
+
+
+class Stock(msgspec.Struct, frozen=True, kw_only=True):
+    site_id: str
+    sku: str
+    on_hand: int
+    reserved: int
+
+    @property
+    def available(self) -> int:
+        return max(self.on_hand - self.reserved, 0)
+
+
+class ShipmentEvent(msgspec.Struct, frozen=True, kw_only=True):
+    occurred_at: datetime
+    status: Status
+    message: str
+    location: str
+    # When the origin received it: the tie-break of the status rule.
+    received_at: datetime
+
+
+class Shipment(msgspec.Struct, frozen=True, kw_only=True):
+    tracking_number: str
+    carrier: str
+    order_id: str
+    site_id: str
+    status: Status
+    eta: datetime | None
+    events: list[ShipmentEvent]
+    updated_at: datetime
+    version: int
+
+
+class ChangeKinds:
+    """The entity kinds of the feed and the struct each body decodes to."""
+
+    SITE = "site"
+    PRODUCT = "product"
+    STOCK = "stock"
+    SHIPMENT = "shipment"
+
+
+KIND_TYPES: dict[str, type[msgspec.Struct]] = {
+    ChangeKinds.SITE: Site,
+    ChangeKinds.PRODUCT: Product,
+    ChangeKinds.STOCK: Stock,
+    ChangeKinds.SHIPMENT: Shipment,
+}
+
+GLOBAL_BUCKET = "global"
+
+
+def region_bucket(region: str) -> str:
+    return f"region:{region}"
+
+
+def stock_key(site_id: str, sku: str) -> str:
+    return f"{site_id}/{sku}"
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {
+    kind: msgspec.msgpack.Decoder(t) for kind, t in KIND_TYPES.items()
+}
+
+
+def encode_entity(entity: msgspec.Struct) -> bytes:
+    """The exact MessagePack bytes an entity is stored, shipped and hashed as."""
+    return _encoder.encode(entity)
+
+
+def decode_entity(kind: str, body: bytes) -> Any:
+    """Decode a body of a known kind into its struct."""
+    return _decoders[kind].decode(body)

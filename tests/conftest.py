@@ -1,0 +1,204 @@
+"""Shared fixtures: real servers on free loopback ports, a movable clock, signed webhooks."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from edge.app import create_app as create_edge
+from edge.settings import EdgeSettings
+from models.world import World, WorldSpec
+from origin.app import create_app as create_origin
+from origin.seed import seed_world
+from origin.settings import OriginSettings
+from origin.signatures import sign
+from origin.store import open_store
+
+WEBHOOK_KEY = b"test-webhook-secret-0123456789ab"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(WEBHOOK_KEY).decode()
+EDGE_TOKEN = "edge-token"
+ADMIN_TOKEN = "admin-token"
+STORE_TOKEN = "store-token"
+SMALL = WorldSpec(seed=11, regions=2, sites_per_region=3, products=40, shipments=120)
+
+
+class Clock:
+    """Time the tests move by hand; starts at the real now so signatures look current."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class ServerThread:
+    """A uvicorn server for `app` on a free loopback port, in a thread."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", ws="none", lifespan="on", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        wait_until(lambda: self.server.started or not self.thread.is_alive(), what="server start")
+        assert self.server.started, "server failed to start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()
+
+
+def wait_until(cond: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll `cond` until it is truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def origin_settings(data_dir: Path, clock: Clock, **overrides: Any) -> OriginSettings:
+    env = {
+        "WAYPOST_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "WAYPOST_EDGE_TOKEN": EDGE_TOKEN,
+        "WAYPOST_ADMIN_TOKEN": ADMIN_TOKEN,
+        "WAYPOST_LINK_SECRET": "link-secret",
+        "WAYPOST_PII_KEY": "pii-key",
+        "WAYPOST_POSTCODE_KEY": "postcode-key",
+    }
+    return OriginSettings.from_env(env, data_dir=data_dir, clock=clock, **overrides)
+
+
+def edge_settings(
+    origin_url: str, region: str, data_dir: Path, clock: Clock, **overrides: Any
+) -> EdgeSettings:
+    env = {
+        "WAYPOST_EDGE_TOKEN": EDGE_TOKEN,
+        "WAYPOST_STORE_TOKEN": STORE_TOKEN,
+        "WAYPOST_LINK_SECRET": "link-secret",
+        "WAYPOST_POSTCODE_KEY": "postcode-key",
+    }
+    return EdgeSettings.from_env(
+        env, origin_url=origin_url, region=region, data_dir=data_dir, clock=clock, feed_wait_s=5, **overrides
+    )
+
+
+@dataclass
+class Origin:
+    url: str
+    settings: OriginSettings
+    clock: Clock
+    world: World
+    http: httpx.Client
+    server: ServerThread
+    seen: list[str] = field(default_factory=list)
+
+    def webhook(
+        self,
+        event: dict[str, Any] | bytes,
+        *,
+        msg_id: str | None = None,
+        timestamp: int | None = None,
+        key: bytes = WEBHOOK_KEY,
+        path: str = "/v1/webhooks/tracking",
+    ) -> httpx.Response:
+        body = event if isinstance(event, bytes) else json.dumps(event).encode()
+        msg_id = msg_id or f"msg_{time.time_ns()}_{len(self.seen)}"
+        self.seen.append(msg_id)
+        ts = int(self.clock()) if timestamp is None else timestamp
+        headers = {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(ts),
+            "webhook-signature": sign(key, msg_id, ts, body),
+            "content-type": "application/json",
+        }
+        return self.http.post(path, content=body, headers=headers)
+
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    def edge_auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {EDGE_TOKEN}"}
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def world(clock: Clock) -> World:
+    from models.world import world_now
+
+    return World(SMALL, world_now(clock()))
+
+
+@pytest.fixture
+def origin(tmp_path: Path, clock: Clock, world: World) -> Iterator[Origin]:
+    data = tmp_path / "origin"
+    store = open_store(None, data, clock)
+    seed_world(store, world)
+    store.close()
+    settings = origin_settings(data, clock)
+    with (
+        ServerThread(create_origin(settings)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
+        yield Origin(server.url, settings, clock, world, http, server)
+
+
+@dataclass
+class Edge:
+    url: str
+    settings: EdgeSettings
+    http: httpx.Client
+    server: ServerThread
+
+    def status(self) -> dict[str, Any]:
+        return {b["bucket"]: b for b in self.http.get("/v1/sync/status").json()["buckets"]}
+
+
+@pytest.fixture
+def start_edge(tmp_path: Path, clock: Clock) -> Iterator[Callable[..., Edge]]:
+    """Start an edge (as many as a test needs); each is stopped at the end of the test."""
+    stack: list[tuple[ServerThread, httpx.Client]] = []
+
+    def start(origin_url: str, region: str = "north", name: str = "edge", **overrides: Any) -> Edge:
+        settings = edge_settings(origin_url, region, tmp_path / name, clock, **overrides)
+        server = ServerThread(create_edge(settings)).__enter__()
+        http = httpx.Client(base_url=server.url, timeout=30)
+        stack.append((server, http))
+        wait_until(lambda: http.get("/readyz").status_code == 200, what="edge ready")
+        return Edge(server.url, settings, http, server)
+
+    yield start
+    for server, http in reversed(stack):
+        http.close()
+        server.__exit__()

@@ -1,0 +1,50 @@
+"""`python -m origin demo` (what `make demo` runs) starts everything and its URLs work."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+
+def test_demo_starts_origin_and_edges_and_its_urls_work(tmp_path: Path) -> None:
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "origin",
+            "demo",
+            "--data",
+            str(tmp_path),
+            "--port",
+            "0",
+            "--shipments",
+            "300",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        try:
+            ready = None
+            output = []
+            for line in proc.stdout:
+                output.append(line)
+                if line.startswith("DEMO-READY "):
+                    ready = json.loads(line.removeprefix("DEMO-READY "))
+                    break
+            assert ready is not None, "".join(output)
+            assert "tracking page" in "".join(output)
+            for region, url in ready["edges"].items():
+                tn = ready["samples"][region][0]
+                page = httpx.get(f"{url}/track/{tn}", timeout=10)
+                assert page.status_code == 200 and tn in page.text
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=30)
+    assert proc.returncode == 0
