@@ -65,3 +65,22 @@ def test_sync_status_and_readiness(origin: Origin, start_edge: Callable[..., Edg
     for st in status.values():
         assert st["checksum_ok"] is True and st["snapshots"] == 1 and st["last_error"] is None
     assert "waypost_sync_lag_seconds" in edge.http.get("/metrics").text
+
+
+def test_a_restarted_edge_resumes_from_its_cursors_without_a_snapshot(
+    origin: Origin, start_edge: Callable[..., Edge]
+) -> None:
+    first = start_edge(origin.url, "north", name="same-dir")
+    cursor = first.status()["region:north"]["cursor"]
+    first.http.close()
+    first.server.__exit__()
+    s = shipment_in(origin)
+    assert origin.webhook(event(s.tracking_number, status="delivered")).status_code == 202
+    again = start_edge(origin.url, "north", name="same-dir")
+    status = again.status()
+    assert status["region:north"]["snapshots"] == 0 and status["global"]["snapshots"] == 0
+    wait_until(
+        lambda: again.http.get(f"/v1/track/{s.tracking_number}").json()["status"] == "delivered",
+        what="the change made while the edge was down",
+    )
+    assert again.status()["region:north"]["cursor"] == cursor + 1
