@@ -32,6 +32,8 @@ class OriginSettings:
     link_secret: bytes = b""
     pii_key: bytes = b""
     postcode_key: bytes = b""
+    easypost_secret: str = ""
+    aftership_secret: str = ""
     feed_max_limit: int = 1000
     feed_max_wait_s: float = 30.0
     max_webhook_bytes: int = 64 * 1024
@@ -63,6 +65,8 @@ class OriginSettings:
             link_secret=get("WAYPOST_LINK_SECRET").encode(),
             pii_key=get("WAYPOST_PII_KEY").encode(),
             postcode_key=get("WAYPOST_POSTCODE_KEY").encode(),
+            easypost_secret=env.get("WAYPOST_EASYPOST_SECRET", ""),
+            aftership_secret=env.get("WAYPOST_AFTERSHIP_SECRET", ""),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
