@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -19,19 +18,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from origin import feed, shipments
-from origin.errors import InvalidInput, TooLarge, Unauthorized, WaypostError
+from origin import feed, idempotency, ledger_routes, shipments
+from origin.aggregators import aftership_webhook, easypost_webhook
+from origin.errors import Unauthorized, WaypostError
+from origin.http import decode_json, json_response, read_body, require
 from origin.settings import OriginSettings
 from origin.signatures import TOLERANCE_S, verify
 from origin.store import Store, open_store
-from sync.wire import to_json
 
 log = logging.getLogger("waypost.origin")
 T = TypeVar("T")
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(to_json(body), status_code=status, media_type="application/json")
 
 
 class Metrics:
@@ -43,39 +39,6 @@ class Metrics:
         self.feed_waiting = Gauge(
             "waypost_feed_waiting", "Feed long-polls waiting for a commit", registry=self.registry
         )
-
-
-def require(request: Request, role: str) -> None:
-    """Check the bearer token: `admin`, or `edge` (which the admin token also passes)."""
-    settings: OriginSettings = request.app.state.settings
-    auth = request.headers.get("authorization", "")
-    token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
-    allowed = [settings.admin_token] + ([settings.edge_token] if role == "edge" else [])
-    if not token or not any(t and hmac.compare_digest(token.encode(), t.encode()) for t in allowed):
-        raise Unauthorized(f"this endpoint needs the {role} token as 'Authorization: Bearer …'")
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"body of {declared} bytes is over the limit of {limit}")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def decode_json(body: bytes, type_: type[T]) -> T:
-    try:
-        return msgspec.json.decode(body, type=type_)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"body is not valid JSON: {exc}", code="invalid_json") from None
 
 
 async def tracking_webhook(request: Request) -> Response:
@@ -99,39 +62,6 @@ async def tracking_webhook(request: Request) -> Response:
     outcome = await to_thread.run_sync(apply)
     metrics.webhooks.labels(outcome).inc()
     return json_response({"status": outcome}, 200 if outcome == "replay" else 202)
-
-
-class NewShipment(msgspec.Struct, frozen=True, kw_only=True):
-    tracking_number: shipments.TrackingNumber
-    carrier: shipments.Carrier
-    order_id: str
-    site_id: str | None = None
-
-
-async def create_shipment(request: Request) -> Response:
-    require(request, "admin")
-    store: Store = request.app.state.store
-    req = decode_json(await read_body(request, 64 * 1024), NewShipment)
-    if req.site_id is None:
-        raise InvalidInput("site_id is required (the order's holds name no site)", field="site_id")
-
-    def apply() -> dict[str, Any]:
-        with store.transaction() as tx:
-            row = tx.one("SELECT region FROM site_region WHERE site_id = ?", (req.site_id,))
-            if row is None:
-                raise InvalidInput(f"unknown site_id {req.site_id!r}", field="site_id")
-            s = shipments.register_shipment(
-                tx,
-                tracking_number=req.tracking_number,
-                carrier=req.carrier,
-                order_id=req.order_id,
-                site_id=req.site_id or "",
-                region=row[0],
-            )
-            out: dict[str, Any] = msgspec.to_builtins(s)
-            return out
-
-    return json_response(await to_thread.run_sync(apply), 201)
 
 
 async def sites(request: Request) -> Response:
@@ -174,7 +104,7 @@ async def not_found(request: Request, exc: Exception) -> Response:
 
 
 async def housekeeping(store: Store, interval_s: float) -> None:
-    """Forget webhook ids that can no longer be replayed and drop stale parked events."""
+    """Forget webhook ids that can no longer be replayed, stale parked events, old idempotency keys."""
     while True:
         await asyncio.sleep(interval_s)
 
@@ -182,11 +112,23 @@ async def housekeeping(store: Store, interval_s: float) -> None:
             with store.transaction() as tx:
                 shipments.forget_webhook_ids(tx, timedelta(seconds=2 * TOLERANCE_S))
                 shipments.drop_stale_parked(tx)
+                idempotency.forget_old(tx)
 
         try:
             await to_thread.run_sync(sweep)
         except Exception:  # keep sweeping: a failed sweep must not stop the service
             log.exception("housekeeping failed")
+
+
+async def expire_holds(store: Store, interval_s: float) -> None:
+    """Expire holds whose time (on the injected clock) is up; exactly once, whoever runs it."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            while await to_thread.run_sync(ledger_routes.expire_due, store):
+                pass
+        except Exception:  # keep expiring: one failed sweep must not stop the next
+            log.exception("hold expiry failed")
 
 
 def create_app(settings: OriginSettings, store: Store | None = None) -> Starlette:
@@ -202,11 +144,16 @@ def create_app(settings: OriginSettings, store: Store | None = None) -> Starlett
         watch.bind(asyncio.get_running_loop())
         app.state.watch = watch
         app.state.store.on_commit(watch.committed)
-        sweeper = asyncio.create_task(housekeeping(app.state.store, 60.0))
+        tasks = [
+            asyncio.create_task(housekeeping(app.state.store, 60.0)),
+            asyncio.create_task(expire_holds(app.state.store, settings.expiry_interval_s)),
+        ]
         try:
             yield
         finally:
-            sweeper.cancel()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             if store is None:
                 app.state.store.close()
 
@@ -214,7 +161,9 @@ def create_app(settings: OriginSettings, store: Store | None = None) -> Starlett
         Route("/healthz", healthz),
         Route("/metrics", metrics),
         Route("/v1/webhooks/tracking", tracking_webhook, methods=["POST"]),
-        Route("/v1/shipments", create_shipment, methods=["POST"]),
+        Route("/v1/webhooks/easypost", easypost_webhook, methods=["POST"]),
+        Route("/v1/webhooks/aftership", aftership_webhook, methods=["POST"]),
+        *ledger_routes.routes,
         Route("/v1/sites", sites),
         edge_route("/v1/feed/{bucket}", feed.feed),
         edge_route("/v1/snapshot/{bucket}", feed.snapshot),

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from models.world import World
+from origin import ledger
 from origin.sanitize import scrub_text
 from origin.store import Store, Tx
 from sync.entities import (
@@ -17,7 +18,6 @@ from sync.entities import (
     Shipment,
     encode_entity,
     region_bucket,
-    stock_key,
 )
 
 T = TypeVar("T")
@@ -43,6 +43,11 @@ def _sanitized(s: Shipment) -> Shipment:
 def seed_world(store: Store, world: World) -> dict[str, Any]:
     """Create the world, or extend it with the shipments not yet seeded; return a summary."""
     with store.transaction() as tx:
+        for region in world.regions:
+            tx.execute(
+                "INSERT INTO region (name, lat, lon) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                (region.name, region.lat, region.lon),
+            )
         for site in world.sites:
             tx.execute(
                 "INSERT INTO site_region (site_id, region) VALUES (?, ?) ON CONFLICT DO NOTHING",
@@ -59,8 +64,8 @@ def seed_world(store: Store, world: World) -> dict[str, Any]:
         for stock in _batches(world.stock(), BATCH):
             with store.transaction() as tx:
                 for st in stock:
-                    key = stock_key(st.site_id, st.sku)
-                    tx.put(region_bucket(regions[st.site_id]), ChangeKinds.STOCK, key, encode_entity(st))
+                    movement = f"seed:{st.site_id}:{st.sku}"
+                    ledger.receive(tx, movement, st.site_id, st.sku, st.on_hand, regions[st.site_id])
         with store.transaction() as tx:
             tx.execute("INSERT INTO meta (key, value) VALUES ('seeded_stock', '1')")
 

@@ -37,6 +37,7 @@ class OriginSettings:
     feed_max_limit: int = 1000
     feed_max_wait_s: float = 30.0
     max_webhook_bytes: int = 64 * 1024
+    expiry_interval_s: float = 1.0
     clock: Callable[[], float] = field(default=time.time, compare=False)
 
     @classmethod

@@ -90,6 +90,37 @@ class Shipment(msgspec.Struct, frozen=True, kw_only=True):
     version: int
 
 
+class Line(msgspec.Struct, frozen=True):
+    sku: str
+    qty: int
+
+
+class Order(msgspec.Struct, frozen=True, kw_only=True):
+    """The edge-facing order: minimized, no personal data (ARCHITECTURE.md, privacy split)."""
+
+    order_id: str
+    customer_ref: str  # keyed hash; the key never leaves the origin
+    city: str
+    postcode_district: str
+    postcode_hmac: str  # keyed hash of the normalized full postcode
+    lat: float  # rounded to about 1 km
+    lon: float
+    lines: list[Line]
+    placed_at: datetime
+
+
+HoldState = Literal["held", "committed", "released", "expired"]
+
+
+class Reservation(msgspec.Struct, frozen=True, kw_only=True):
+    reservation_id: str
+    order_id: str
+    site_id: str
+    lines: list[Line]
+    state: HoldState
+    expires_at: datetime
+
+
 class ChangeKinds:
     """The entity kinds of the feed and the struct each body decodes to."""
 
@@ -97,6 +128,8 @@ class ChangeKinds:
     PRODUCT = "product"
     STOCK = "stock"
     SHIPMENT = "shipment"
+    ORDER = "order"
+    RESERVATION = "reservation"
 
 
 KIND_TYPES: dict[str, type[msgspec.Struct]] = {
@@ -104,6 +137,8 @@ KIND_TYPES: dict[str, type[msgspec.Struct]] = {
     ChangeKinds.PRODUCT: Product,
     ChangeKinds.STOCK: Stock,
     ChangeKinds.SHIPMENT: Shipment,
+    ChangeKinds.ORDER: Order,
+    ChangeKinds.RESERVATION: Reservation,
 }
 
 GLOBAL_BUCKET = "global"

@@ -31,6 +31,8 @@ WEBHOOK_SECRET = "whsec_" + base64.b64encode(WEBHOOK_KEY).decode()
 EDGE_TOKEN = "edge-token"
 ADMIN_TOKEN = "admin-token"
 STORE_TOKEN = "store-token"
+EASYPOST_SECRET = "test-easypost-secret"
+AFTERSHIP_SECRET = "test-aftership-secret"
 SMALL = WorldSpec(seed=11, regions=2, sites_per_region=3, products=40, shipments=120)
 
 
@@ -92,6 +94,8 @@ def origin_settings(data_dir: Path, clock: Clock, **overrides: Any) -> OriginSet
         "WAYPOST_LINK_SECRET": "link-secret",
         "WAYPOST_PII_KEY": "pii-key",
         "WAYPOST_POSTCODE_KEY": "postcode-key",
+        "WAYPOST_EASYPOST_SECRET": EASYPOST_SECRET,
+        "WAYPOST_AFTERSHIP_SECRET": AFTERSHIP_SECRET,
     }
     return OriginSettings.from_env(env, data_dir=data_dir, clock=clock, **overrides)
 
@@ -140,6 +144,35 @@ class Origin:
             "content-type": "application/json",
         }
         return self.http.post(path, content=body, headers=headers)
+
+    def place_order(
+        self,
+        order_id: str,
+        *,
+        region: str = "north",
+        lines: list[dict[str, Any]] | None = None,
+        postcode: str = "20095",
+        customer: dict[str, Any] | None = None,
+        key: str | None = None,
+    ) -> httpx.Response:
+        """POST /v1/orders for a customer living in `region`'s city."""
+        r = next(x for x in self.world.regions if x.name == region)
+        body = {
+            "order_id": order_id,
+            "customer": customer
+            or {"name": "Erika Mustermann", "email": "erika@example.com", "phone": "+49 40 1234567"},
+            "destination": {
+                "lat": r.lat + 0.01234,
+                "lon": r.lon - 0.01234,
+                "postcode": postcode,
+                "city": r.city,
+                "country": "DE",
+                "street": "Hauptstraße 5",
+            },
+            "lines": lines or [{"sku": self.world.products[0].sku, "qty": 1}],
+        }
+        headers = {**self.admin(), **({"Idempotency-Key": key} if key else {})}
+        return self.http.post("/v1/orders", json=body, headers=headers)
 
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {ADMIN_TOKEN}"}

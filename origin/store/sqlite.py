@@ -57,6 +57,56 @@ MIGRATIONS: list[str] = [
     CREATE INDEX parked_by_number ON parked_event (tracking_number);
     CREATE TABLE site_region (site_id TEXT PRIMARY KEY, region TEXT NOT NULL);
     """,
+    # 2: the inventory ledger, orders (with their personal data), idempotency keys
+    """
+    CREATE TABLE region (name TEXT PRIMARY KEY, lat REAL NOT NULL, lon REAL NOT NULL);
+    CREATE TABLE stock_level (
+        site_id TEXT NOT NULL,
+        sku TEXT NOT NULL,
+        on_hand INTEGER NOT NULL,
+        reserved INTEGER NOT NULL,
+        PRIMARY KEY (site_id, sku),
+        CHECK (on_hand >= 0 AND reserved >= 0 AND reserved <= on_hand)
+    ) WITHOUT ROWID;
+    CREATE TABLE movement (
+        id TEXT PRIMARY KEY,
+        site_id TEXT NOT NULL,
+        sku TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        on_hand_delta INTEGER NOT NULL,
+        reserved_delta INTEGER NOT NULL,
+        reservation_id TEXT,
+        at REAL NOT NULL
+    );
+    CREATE INDEX movement_by_stock ON movement (site_id, sku);
+    CREATE TABLE reservation (
+        reservation_id TEXT PRIMARY KEY,
+        order_id TEXT NOT NULL,
+        site_id TEXT NOT NULL,
+        lines BLOB NOT NULL,
+        state TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        created_at REAL NOT NULL,
+        settled_at REAL
+    );
+    CREATE INDEX reservation_live ON reservation (state, expires_at);
+    CREATE INDEX reservation_by_order ON reservation (order_id);
+    CREATE TABLE customer_order (
+        order_id TEXT PRIMARY KEY,
+        region TEXT NOT NULL,
+        pii BLOB NOT NULL,
+        lines BLOB NOT NULL,
+        placed_at REAL NOT NULL
+    );
+    CREATE TABLE idempotency (
+        key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        state TEXT NOT NULL,
+        status INTEGER,
+        body BLOB,
+        created_at REAL NOT NULL
+    );
+    """,
 ]
 
 

@@ -173,9 +173,10 @@ def test_events_for_unknown_numbers_are_parked_then_applied_on_registration(orig
     tn = "PARK0000001"
     r = origin.webhook(event(tn, status="in_transit", occurred_at="2031-01-01T08:00:00Z"))
     assert r.status_code == 202 and r.json() == {"status": "parked"}
+    assert origin.place_order("o-park").status_code == 201
     r = origin.http.post(
         "/v1/shipments",
-        json={"tracking_number": tn, "carrier": "ups", "order_id": "o-park", "site_id": "north-mfc-1"},
+        json={"tracking_number": tn, "carrier": "ups", "order_id": "o-park", "site_id": "north-warehouse-3"},
         headers=origin.admin(),
     )
     assert r.status_code == 201, r.text
@@ -187,9 +188,10 @@ def test_parked_events_older_than_14_days_are_dropped(origin: Origin) -> None:
     tn = "PARK0000002"
     assert origin.webhook(event(tn, status="in_transit")).json() == {"status": "parked"}
     origin.clock.advance(15 * 86400)
+    assert origin.place_order("o-park2").status_code == 201
     r = origin.http.post(
         "/v1/shipments",
-        json={"tracking_number": tn, "carrier": "ups", "order_id": "o-park2", "site_id": "north-mfc-1"},
+        json={"tracking_number": tn, "carrier": "ups", "order_id": "o-park2", "site_id": "north-warehouse-3"},
         headers=origin.admin(),
     )
     assert r.status_code == 201

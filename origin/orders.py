@@ -1,0 +1,158 @@
+"""Orders: the personal data stays here; edges get a minimized, keyed-hash view.
+
+What leaves the origin (the `order` entity): a pseudonymous customer ref (HMAC with
+`WAYPOST_PII_KEY`, which never leaves), the city, the postcode district, `postcode_hmac` (HMAC
+of the normalized full postcode with `WAYPOST_POSTCODE_KEY`, which edges share so they can check
+a postcode a shopper types without ever holding it), coordinates rounded to about 1 km, lines
+and the time placed. Names, e-mails, phones, street addresses and full postcodes stay in the
+origin-only `customer_order` table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import re
+from datetime import UTC, datetime
+from typing import Annotated
+
+import msgspec
+
+from origin.errors import Conflict, InvalidInput
+from origin.ledger import check_lines
+from origin.store import Tx
+from sync.entities import ChangeKinds, Line, Order, encode_entity, region_bucket
+
+OrderId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+Text = Annotated[str, msgspec.Meta(max_length=200)]
+MAX_REGION_KM = 400.0
+
+
+class Address(msgspec.Struct, frozen=True, kw_only=True):
+    street: Text = ""
+    postcode: Text = ""
+    city: Text = ""
+    country: Text = ""
+
+
+class Customer(msgspec.Struct, frozen=True, kw_only=True):
+    customer_id: Text = ""
+    name: Text = ""
+    email: Text = ""
+    phone: Text = ""
+    address: Address | None = None
+
+
+class Destination(msgspec.Struct, frozen=True, kw_only=True):
+    lat: Annotated[float, msgspec.Meta(ge=-90, le=90)]
+    lon: Annotated[float, msgspec.Meta(ge=-180, le=180)]
+    postcode: Annotated[str, msgspec.Meta(min_length=2, max_length=16)]
+    city: Text
+    country: Annotated[str, msgspec.Meta(min_length=2, max_length=2)]
+    street: Text = ""
+
+
+class NewOrder(msgspec.Struct, frozen=True, kw_only=True):
+    order_id: OrderId
+    customer: Customer
+    destination: Destination
+    lines: list[Line]
+    placed_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+
+
+class Private(msgspec.Struct, frozen=True, kw_only=True):
+    """What only the origin keeps about an order."""
+
+    customer: Customer
+    destination: Destination
+
+
+_private_encoder = msgspec.msgpack.Encoder()
+_lines_encoder = msgspec.msgpack.Encoder()
+
+
+def normalize_postcode(postcode: str) -> str:
+    return re.sub(r"[\s-]", "", postcode).upper()
+
+
+def postcode_district(postcode: str) -> str:
+    """The coarse part of a postcode: the UK outward code, else the first three characters."""
+    p = postcode.strip().upper()
+    if " " in p:
+        return p.split()[0]
+    compact = normalize_postcode(p)
+    if compact[:1].isalpha() and len(compact) > 4:
+        return compact[:-3]
+    return compact[:3]
+
+
+def postcode_hmac(key: bytes, postcode: str) -> str:
+    return hmac.new(key, normalize_postcode(postcode).encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def customer_ref(key: bytes, customer: Customer) -> str:
+    ident = customer.customer_id or customer.email.strip().lower() or customer.phone
+    return "c_" + hmac.new(key, ident.encode(), hashlib.sha256).hexdigest()[:20]
+
+
+def round_coord(x: float) -> float:
+    """Round to 0.01° (≈1.1 km of latitude): enough to route, too coarse to find a door."""
+    return round(x, 2)
+
+
+def km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6371.0 * math.asin(math.sqrt(a))
+
+
+def region_for(tx: Tx, lat: float, lon: float) -> str:
+    rows = tx.execute("SELECT name, lat, lon FROM region").fetchall()
+    best = min(rows, key=lambda r: km(lat, lon, r[1], r[2]), default=None)
+    if best is None or km(lat, lon, best[1], best[2]) > MAX_REGION_KM:
+        raise InvalidInput(
+            f"no region serves a destination at ({lat:.2f}, {lon:.2f})", field="destination", code="no_region"
+        )
+    return str(best[0])
+
+
+def create_order(tx: Tx, order: NewOrder, *, pii_key: bytes, postcode_key: bytes) -> Order:
+    check_lines(tx, order.lines)
+    region = region_for(tx, order.destination.lat, order.destination.lon)
+    placed = (order.placed_at or datetime.fromtimestamp(tx.now, UTC)).astimezone(UTC)
+    public = Order(
+        order_id=order.order_id,
+        customer_ref=customer_ref(pii_key, order.customer),
+        city=order.destination.city,
+        postcode_district=postcode_district(order.destination.postcode),
+        postcode_hmac=postcode_hmac(postcode_key, order.destination.postcode),
+        lat=round_coord(order.destination.lat),
+        lon=round_coord(order.destination.lon),
+        lines=order.lines,
+        placed_at=placed,
+    )
+    cur = tx.execute(
+        "INSERT INTO customer_order (order_id, region, pii, lines, placed_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (order_id) DO NOTHING",
+        (
+            order.order_id,
+            region,
+            _private_encoder.encode(Private(customer=order.customer, destination=order.destination)),
+            _lines_encoder.encode(order.lines),
+            placed.timestamp(),
+        ),
+    )
+    if cur.rowcount == 0:
+        raise Conflict(f"order_id {order.order_id!r} exists already", code="order_exists")
+    tx.put(region_bucket(region), ChangeKinds.ORDER, order.order_id, encode_entity(public))
+    return public
+
+
+def order_lines(tx: Tx, order_id: str) -> tuple[str, list[Line]] | None:
+    """An order's region and lines, or None if the origin has no such order."""
+    row = tx.one("SELECT region, lines FROM customer_order WHERE order_id = ?", (order_id,))
+    if row is None:
+        return None
+    return str(row[0]), msgspec.msgpack.decode(bytes(row[1]), type=list[Line])
