@@ -1,21 +1,28 @@
 """The world simulator: a deterministic store's world, from a seed.
 
-Regions with micro-fulfillment centers and warehouses, a catalog, stock, and shipments with
-plausible carrier histories over the 30 days before `now`. The same seed and `now` always give
-the same world. Later parts grow it (customers and orders, delivery-time drivers, returns,
-co-purchase); each generator is a function of the world's seeded random stream so adding one
-never changes what the others produce.
+Regions with micro-fulfillment centers and warehouses, a catalog, stock, shipments with
+plausible carrier histories over the 30 days before `now`, the customers and orders behind
+them, and the ground truth the models learn (delivery times, returns, what sells together;
+`models.world.truth`). The same seed and `now` always give the same world. Each generator draws
+from its own seeded random stream, so adding one never changes what the others produce.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from typing import Literal
 
+from models.geo import haversine_km
+from models.world import truth
+from models.world.orders import Order, make_order
+from models.world.people import Customer, Habits, make_habits, make_person
 from sync.entities import Product, Shipment, ShipmentEvent, Site, Stock
 
 # Metro areas a region is centred on: (name, city, lat, lon, the district prefix of postcodes).
@@ -64,10 +71,21 @@ class WorldSpec:
     sites_per_region: int = 6
     products: int = 500
     shipments: int = 20_000
+    customers_per_region: int = 1500
 
     def __post_init__(self) -> None:
         assert 1 <= self.regions <= len(METROS), f"regions must be 1..{len(METROS)}"
         assert self.sites_per_region >= 1, "a region needs at least one site"
+        assert self.customers_per_region >= 1, "a region needs at least one customer"
+
+
+@dataclass(frozen=True)
+class Shelf:
+    """What a site can ship: skus with stock on hand, also grouped by category."""
+
+    skus: frozenset[str]
+    all: list[str]
+    by_category: dict[str, list[str]]
 
 
 def _offset(lat: float, lon: float, rng: random.Random, max_km: float) -> tuple[float, float]:
@@ -88,6 +106,9 @@ class World:
         self.regions = [Region(*m) for m in METROS[: spec.regions]]
         self.sites = self._make_sites()
         self.products = self._make_products()
+        self._sites_by_id = {s.site_id: s for s in self.sites}
+        self.category_of = {p.sku: p.category for p in self.products}
+        self.price_of = {p.sku: p.price for p in self.products}
 
     def _rng(self, stream: str) -> random.Random:
         return random.Random(f"{self.spec.seed}:{stream}")
@@ -132,10 +153,13 @@ class World:
         return products
 
     def region_of(self, site_id: str) -> str:
-        for s in self.sites:
-            if s.site_id == site_id:
-                return s.region
-        raise KeyError(f"unknown site_id {site_id!r}")
+        return self.site(site_id).region
+
+    def site(self, site_id: str) -> Site:
+        try:
+            return self._sites_by_id[site_id]
+        except KeyError:
+            raise KeyError(f"unknown site_id {site_id!r}") from None
 
     def stock(self) -> Iterator[Stock]:
         rng = self._rng("stock")
@@ -157,15 +181,24 @@ class World:
 
     def shipments(self, start: int = 0) -> Iterator[Shipment]:
         """Shipments `start`, `start`+1, … spread over the regions' sites."""
-        carriers = list(CARRIERS)
         for i in range(start, self.spec.shipments):
-            rng = random.Random(f"{self.spec.seed}:shipment:{i}")
-            site = self.sites[i % len(self.sites)]
-            carrier = carriers[rng.randrange(len(carriers))]
-            yield self._shipment(i, rng, site, carrier)
+            rng, site, carrier, shipped = self._shipment_start(i)
+            yield self._shipment(i, rng, site, carrier, shipped)
 
-    def _shipment(self, i: int, rng: random.Random, site: Site, carrier: str) -> Shipment:
+    def _shipment_start(self, i: int) -> tuple[random.Random, Site, str, datetime]:
+        carriers = list(CARRIERS)
+        rng = random.Random(f"{self.spec.seed}:shipment:{i}")
+        site = self.sites[i % len(self.sites)]
+        carrier = carriers[rng.randrange(len(carriers))]
         shipped = self.now - timedelta(seconds=rng.uniform(0, 30 * 86400))
+        return rng, site, carrier, shipped
+
+    def shipment_plan(self, i: int) -> tuple[Site, str, datetime]:
+        """Shipment i's site, carrier and first event time, without building its history."""
+        _, site, carrier, shipped = self._shipment_start(i)
+        return site, carrier, shipped
+
+    def _shipment(self, i: int, rng: random.Random, site: Site, carrier: str, shipped: datetime) -> Shipment:
         transit = timedelta(hours=rng.uniform(10, 60))
         eta = shipped + transit
         hub = f"{self.regions[[r.name for r in self.regions].index(site.region)].city} Hub"
@@ -210,6 +243,161 @@ class World:
             updated_at=events[-1].received_at,
             version=len(events),
         )
+
+    # Customers and their orders.
+
+    @cached_property
+    def _people(self) -> tuple[list[Customer], dict[str, Habits]]:
+        pop = self.popularity
+        by_category: dict[str, tuple[list[str], list[float]]] = {}
+        for p in self.products:
+            skus, weights = by_category.setdefault(p.category, ([], []))
+            skus.append(p.sku)
+            weights.append(pop[p.sku])
+        one_offs = [p.sku for p in self.products if p.sku in self.follow_ups]
+        projects_from = (one_offs, [pop[sku] for sku in one_offs])
+        customers: list[Customer] = []
+        habits: dict[str, Habits] = {}
+        for r, region in enumerate(self.regions):
+            for j in range(self.spec.customers_per_region):
+                rng = self._rng(f"customer:{region.name}:{j}")
+                lat, lon = _offset(region.lat, region.lon, rng, 25.0)
+                person = make_person(rng, f"c-{r}{j:06d}", region.name, region.city, lat, lon)
+                customers.append(person)
+                habits[person.customer_id] = make_habits(
+                    rng, self.now, by_category, truth.REPLENISH_DAYS, projects_from, self.follow_ups
+                )
+        return customers, habits
+
+    @property
+    def customers(self) -> list[Customer]:
+        """Every region's customers, with the personal data the store holds."""
+        return self._people[0]
+
+    def habits(self, customer_id: str) -> Habits:
+        """The simulator's ground truth about a customer (never shown to a model)."""
+        return self._people[1][customer_id]
+
+    @cached_property
+    def _customer_wheels(self) -> dict[str, tuple[list[Customer], list[float]]]:
+        wheels: dict[str, tuple[list[Customer], list[float]]] = {}
+        for c in self.customers:
+            people, cumulative = wheels.setdefault(c.region, ([], []))
+            people.append(c)
+            cumulative.append((cumulative[-1] if cumulative else 0.0) + self.habits(c.customer_id).activity)
+        return wheels
+
+    def pick_customer(self, region: str, u: float) -> Customer:
+        """The customer at quantile `u` of the region's customers weighted by how often they shop."""
+        people, cumulative = self._customer_wheels[region]
+        return people[min(bisect.bisect_right(cumulative, u * cumulative[-1]), len(people) - 1)]
+
+    @cached_property
+    def _product_wheel(self) -> list[float]:
+        return list(itertools.accumulate(self.popularity[p.sku] for p in self.products))
+
+    def pick_product(self, u: float) -> str:
+        """The sku at quantile `u` of the catalog weighted by popularity."""
+        wheel = self._product_wheel
+        return self.products[min(bisect.bisect_right(wheel, u * wheel[-1]), len(wheel) - 1)].sku
+
+    @cached_property
+    def _shelves(self) -> dict[str, Shelf]:
+        stocked: dict[str, list[str]] = {s.site_id: [] for s in self.sites}
+        for st in self.stock():
+            if st.on_hand > 0:
+                stocked[st.site_id].append(st.sku)
+        shelves = {}
+        for site_id, skus in stocked.items():
+            by_category: dict[str, list[str]] = {}
+            for sku in skus:
+                by_category.setdefault(self.category_of[sku], []).append(sku)
+            shelves[site_id] = Shelf(skus=frozenset(skus), all=skus, by_category=by_category)
+        return shelves
+
+    def shelf(self, site_id: str) -> Shelf:
+        """The skus `site_id` has on hand in `stock()`."""
+        return self._shelves[site_id]
+
+    def orders(self, start: int = 0) -> Iterator[Order]:
+        """Orders `start`, `start`+1, …: order i is the one shipment i delivers."""
+        for i in range(start, self.spec.shipments):
+            yield make_order(self, i)
+
+    def order(self, i: int) -> Order:
+        assert 0 <= i < self.spec.shipments, f"order index {i} outside 0..{self.spec.shipments - 1}"
+        return make_order(self, i)
+
+    # Ground truth (models.world.truth).
+
+    @cached_property
+    def popularity(self) -> dict[str, float]:
+        """How much each product sells, relative to the others."""
+        return truth.popularity(self._rng("popularity"), self.products)
+
+    @cached_property
+    def affinities(self) -> dict[str, tuple[tuple[str, float], ...]]:
+        """sku → the products that join its baskets, with the chance that each does."""
+        return truth.affinities(self._rng("affinity"), self.products, self.popularity)
+
+    @cached_property
+    def follow_ups(self) -> dict[str, str]:
+        """A one-off product's sku → what its buyers come back for within three weeks."""
+        return truth.follow_ups(self._rng("follow-up"), self.products, self.popularity)
+
+    @cached_property
+    def _site_loads(self) -> dict[str, truth.SiteLoad]:
+        rng = self._rng("site-load")
+        return {s.site_id: truth.site_load(rng, s.kind) for s in self.sites}
+
+    @cached_property
+    def _day_loads(self) -> dict[tuple[str, date], truth.DayLoad]:
+        return {}
+
+    def _day_load(self, site_id: str, day: date) -> truth.DayLoad:
+        key = (site_id, day)
+        if key not in self._day_loads:
+            self._day_loads[key] = truth.day_load(self.spec.seed, site_id, day)
+        return self._day_loads[key]
+
+    def backlog_hours(self, site_id: str, at: datetime) -> float:
+        """Hours of work queued at a site at `at`, at its capacity."""
+        day = at.astimezone(UTC).date()
+        today, yesterday = self._day_load(site_id, day), self._day_load(site_id, day - timedelta(days=1))
+        return truth.backlog_hours(self._site_loads[site_id], today, yesterday, at.astimezone(UTC))
+
+    def site_backlog(self, site_id: str, at: datetime) -> int:
+        """Orders waiting to be picked at a site at `at` (what an operator's dashboard shows)."""
+        return round(self.backlog_hours(site_id, at) * self.site(site_id).capacity_per_hour)
+
+    def delivery_hours(self, order: Order, site_id: str | None = None) -> float:
+        """Hours from placing `order` to its delivery, shipped from `site_id` (default: its own)."""
+        site = self.site(site_id or order.site_id)
+        dest = order.destination
+        return truth.delivery_hours(
+            self.spec.seed,
+            order.order_id,
+            site.site_id,
+            site.kind,
+            haversine_km(site.lat, site.lon, dest.lat, dest.lon),
+            order.carrier,
+            order.placed_at.astimezone(UTC),
+            self.backlog_hours(site.site_id, order.placed_at),
+        )
+
+    def returns(self, order: Order) -> tuple[bool, ...]:
+        """Whether each of the order's lines comes back."""
+        habits = self.habits(order.customer.customer_id)
+        rng = self._rng(f"return:{order.order_id}")
+        out = []
+        for line in order.lines:
+            category = self.category_of[line.sku]
+            lo, hi, _ = CATEGORIES[category]
+            p = truth.return_probability(
+                category, line.unit_price, (lo + hi) / 2, line.discount, line.qty, habits.returner
+            )
+            out.append(rng.random() < p)
+        return tuple(out)
 
 
 def world_now(at: float) -> datetime:
