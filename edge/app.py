@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from functools import partial
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,7 +16,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from edge import pages
-from edge.follower import BucketFollower, BucketStatus
+from edge.follower import BucketFollower
+from edge.metrics import edge_registry
 from edge.readmodel import ReadModel
 from edge.settings import EdgeSettings
 from sync.client import FeedClient
@@ -69,38 +69,8 @@ async def sync_status(request: Request) -> Response:
     return json_response({"region": request.app.state.settings.region, "buckets": out})
 
 
-class Metrics:
-    def __init__(self, followers: list[BucketFollower], model: ReadModel, clock: Callable[[], float]) -> None:
-        self.registry = CollectorRegistry()
-        lag = Gauge(
-            "waypost_sync_lag_seconds",
-            "Seconds since the origin last confirmed a bucket",
-            ["bucket"],
-            registry=self.registry,
-        )
-        lag_changes = Gauge(
-            "waypost_sync_lag_changes", "Changes behind the origin's head", ["bucket"], registry=self.registry
-        )
-        shipments = Gauge("waypost_replica_shipments", "Shipments in the read model", registry=self.registry)
-        for f in followers:
-            st = f.status
-            lag.labels(f.bucket).set_function(partial(_lag_s, st, clock))
-            lag_changes.labels(f.bucket).set_function(partial(_lag_changes, st))
-        region = followers[1].bucket
-        shipments.set_function(lambda: model.count(region, "shipment"))
-
-
-def _lag_s(st: BucketStatus, clock: Callable[[], float]) -> float:
-    return clock() - st.synced_at if st.synced_at else float("nan")
-
-
-def _lag_changes(st: BucketStatus) -> float:
-    return max(st.head - st.cursor, 0)
-
-
 async def metrics(request: Request) -> Response:
-    m: Metrics = request.app.state.metrics
-    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(settings: EdgeSettings) -> Starlette:
@@ -132,7 +102,7 @@ def create_app(settings: EdgeSettings) -> Starlette:
         app.state.model = model
         app.state.followers = followers
         app.state.templates = pages.template_env()
-        app.state.metrics = Metrics(followers, model, settings.clock)
+        app.state.registry = edge_registry(followers, model, settings.clock)
         tasks = [asyncio.create_task(f.run(), name=f"follow {f.bucket}") for f in followers]
         try:
             yield

@@ -37,6 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--insecure-dev", action="store_true", help="run with throwaway secrets")
     serve.add_argument("--log-level", default="info")
 
+    compact = sub.add_parser("compact", help="truncate the change log (edges behind re-bootstrap)")
+    _store_args(compact)
+    compact.add_argument("--keep-days", type=float, required=True)
+
+    backup = sub.add_parser("backup", help="write a consistent copy of the store to DEST")
+    _store_args(backup)
+    backup.add_argument("dest", type=Path)
+
+    restore = sub.add_parser("restore", help="restore a backup (stop the origin first); writes a new epoch")
+    _store_args(restore)
+    restore.add_argument("src", type=Path)
+
     demo = sub.add_parser("demo", help="seed a small world, start origin and edges, print URLs")
     demo.add_argument("--data", type=Path, default=None)
     demo.add_argument("--port", type=int, default=8000)
@@ -78,6 +90,23 @@ def main(argv: list[str] | None = None) -> int:
             log_level=args.log_level,
             access_log=False,
         )
+        return 0
+    if args.command in ("compact", "backup", "restore"):
+        from origin.store import open_store
+
+        store = open_store(args.store, args.data, time.time)
+        try:
+            if args.command == "compact":
+                marks = store.compact(time.time() - args.keep_days * 86400)
+                print(json.dumps({"watermarks": marks}))
+            elif args.command == "backup":
+                store.backup(args.dest)
+                print(json.dumps({"backup": str(args.dest), "epoch": store.epoch()}))
+            else:
+                epoch = store.restore(args.src)
+                print(json.dumps({"restored": str(args.src), "epoch": epoch}))
+        finally:
+            store.close()
         return 0
     if args.command == "demo":
         from origin.demo import run_demo

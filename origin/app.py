@@ -120,6 +120,18 @@ async def housekeeping(store: Store, interval_s: float) -> None:
             log.exception("housekeeping failed")
 
 
+async def compact_periodically(store: Store, settings: OriginSettings) -> None:
+    """Truncate the change log on a schedule; edges that fall behind it re-bootstrap."""
+    while True:
+        await asyncio.sleep(settings.compact_interval_s)
+        cutoff = settings.clock() - settings.compact_keep_days * 86400
+        try:
+            marks = await to_thread.run_sync(store.compact, cutoff)
+            log.info("compacted the change log: watermarks %s", marks)
+        except Exception:  # try again next time: compaction is an optimisation
+            log.exception("compaction failed")
+
+
 async def expire_holds(store: Store, interval_s: float) -> None:
     """Expire holds whose time (on the injected clock) is up; exactly once, whoever runs it."""
     while True:
@@ -147,6 +159,7 @@ def create_app(settings: OriginSettings, store: Store | None = None) -> Starlett
         tasks = [
             asyncio.create_task(housekeeping(app.state.store, 60.0)),
             asyncio.create_task(expire_holds(app.state.store, settings.expiry_interval_s)),
+            asyncio.create_task(compact_periodically(app.state.store, settings)),
         ]
         try:
             yield

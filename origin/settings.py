@@ -38,6 +38,8 @@ class OriginSettings:
     feed_max_wait_s: float = 30.0
     max_webhook_bytes: int = 64 * 1024
     expiry_interval_s: float = 1.0
+    compact_keep_days: float = 7.0
+    compact_interval_s: float = 3600.0
     clock: Callable[[], float] = field(default=time.time, compare=False)
 
     @classmethod

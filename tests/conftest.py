@@ -70,6 +70,7 @@ class ServerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
+        self.server.force_exit = True  # do not wait out open long-polls
         self.thread.join(timeout=15)
         self.sock.close()
 
@@ -235,3 +236,78 @@ def start_edge(tmp_path: Path, clock: Clock) -> Iterator[Callable[..., Edge]]:
     for server, http in reversed(stack):
         http.close()
         server.__exit__()
+
+
+@dataclass
+class Proxied:
+    method: str
+    url: str
+    status: int
+    etag: str | None
+    cache_control: str | None
+    body: bytes
+
+
+class OriginProxy:
+    """A real HTTP hop between edges and the origin that logs, corrupts or cuts the traffic.
+
+    `tamper(path, body)` may rewrite one response body (it returns None to pass it through);
+    `down = True` answers 503 to everything, like an origin that is unreachable.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        from starlette.requests import Request
+        from starlette.responses import Response
+        from starlette.routing import Route
+
+        self.upstream = upstream
+        self.log: list[Proxied] = []
+        self.tamper: Callable[[str, bytes], bytes | None] | None = None
+        self.down = False
+
+        async def forward(request: Request) -> Response:
+            if self.down:
+                return Response(b"origin down", status_code=503)
+            async with httpx.AsyncClient(timeout=60) as client:
+                r = await client.request(
+                    request.method,
+                    self.upstream + request.url.path,
+                    params=request.query_params,
+                    headers={
+                        k: v
+                        for k, v in request.headers.items()
+                        if k.lower() not in ("host", "content-length")
+                    },
+                    content=await request.body(),
+                )
+            body = r.content
+            if self.tamper is not None and r.status_code == 200:
+                changed = self.tamper(request.url.path, body)
+                if changed is not None:
+                    body = changed
+                    self.tamper = None
+            self.log.append(
+                Proxied(
+                    request.method,
+                    str(request.url.path) + "?" + str(request.url.query),
+                    r.status_code,
+                    r.headers.get("etag"),
+                    r.headers.get("cache-control"),
+                    body,
+                )
+            )
+            keep = {
+                k: v
+                for k, v in r.headers.items()
+                if k.lower() in ("content-type", "etag", "cache-control", "vary")
+            }
+            return Response(body, status_code=r.status_code, headers=keep)
+
+        self.app = Starlette(routes=[Route("/{path:path}", forward, methods=["GET", "POST"])])
+
+
+@pytest.fixture
+def proxy(origin: Origin) -> Iterator[tuple[OriginProxy, ServerThread]]:
+    p = OriginProxy(origin.url)
+    with ServerThread(p.app) as server:
+        yield p, server

@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from msgspec import Raw
@@ -25,18 +26,6 @@ from sync import checksum as cks
 from sync.wire import NIL, BucketInfo, Change, SnapshotHeader, SnapshotRow
 
 Row = tuple[Any, ...]
-
-
-class Cursorish(abc.ABC):
-    """The part of a DB-API cursor the domain code uses."""
-
-    @abc.abstractmethod
-    def fetchone(self) -> Row | None: ...
-
-    @abc.abstractmethod
-    def fetchall(self) -> list[Row]: ...
-
-    rowcount: int
 
 
 @dataclass
@@ -182,6 +171,39 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def backup(self, dest: Path) -> None:
+        """Write a consistent copy of the whole store to `dest`."""
+
+    @abc.abstractmethod
+    def restore(self, src: Path) -> str:
+        """Replace the store's contents with a backup; return the new epoch it writes."""
+
+    def new_epoch(self) -> str:
+        """Start a new history (after a restore): every reader must re-bootstrap."""
+        epoch = new_epoch()
+        with self.transaction() as tx:
+            tx.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (epoch,))
+        return epoch
+
+    def compact(self, cutoff: float) -> dict[str, int]:
+        """Truncate each bucket's log of changes made before `cutoff`; return the watermarks.
+
+        The watermark (the highest truncated sequence) never decreases. Readers whose cursor is
+        below it get 409 and re-bootstrap from a snapshot; the state, and so the checksums, do
+        not change.
+        """
+        out: dict[str, int] = {}
+        with self.transaction() as tx:
+            for bucket, watermark in tx.execute("SELECT bucket, watermark FROM bucket").fetchall():
+                row = tx.one("SELECT MAX(seq) FROM change WHERE bucket = ? AND at < ?", (bucket, cutoff))
+                upto = max(int(watermark), int(row[0] or 0) if row else 0)
+                if upto > watermark:
+                    tx.execute("DELETE FROM change WHERE bucket = ? AND seq <= ?", (bucket, upto))
+                    tx.execute("UPDATE bucket SET watermark = ? WHERE bucket = ?", (upto, bucket))
+                out[bucket] = upto
+        return out
 
     # -- reads every backend answers the same way -------------------------------------
 

@@ -210,6 +210,28 @@ class SQLiteStore(Store):
             conn.execute("COMMIT")
             conn.close()
 
+    def backup(self, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        target = sqlite3.connect(dest)
+        try:
+            with self._write_lock:
+                self._writer.backup(target)
+        finally:
+            target.close()
+
+    def restore(self, src: Path) -> str:
+        """Replace the whole store with the backup at `src`, under a new epoch."""
+        if not src.is_file():
+            raise FileNotFoundError(f"no backup at {src}")
+        source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+        try:
+            with self._write_lock:
+                source.backup(self._writer)
+        finally:
+            source.close()
+        self._migrate()
+        return self.new_epoch()
+
     def close(self) -> None:
         with self._write_lock:
             self._writer.close()

@@ -1,0 +1,64 @@
+"""The edge's Prometheus metrics: sync state per bucket, read model size."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from edge.follower import BucketFollower
+from edge.readmodel import ReadModel
+
+
+class SyncCollector(Collector):
+    """Reads each follower's status at scrape time: nothing to keep in step."""
+
+    def __init__(self, followers: list[BucketFollower], model: ReadModel, clock: Callable[[], float]) -> None:
+        self.followers = followers
+        self.model = model
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        now = self.clock()
+        lag_s = GaugeMetricFamily(
+            "waypost_sync_lag_seconds",
+            "Seconds since the origin last confirmed the bucket",
+            labels=["bucket"],
+        )
+        lag_changes = GaugeMetricFamily(
+            "waypost_sync_lag_changes", "Changes between the cursor and the origin's head", labels=["bucket"]
+        )
+        cursor = GaugeMetricFamily("waypost_sync_cursor", "Last applied sequence", labels=["bucket"])
+        ok = GaugeMetricFamily("waypost_sync_checksum_ok", "1 when the last page verified", labels=["bucket"])
+        counters = {
+            name: CounterMetricFamily(f"waypost_sync_{name}", help_, labels=["bucket"])
+            for name, help_ in (
+                ("pages", "Feed pages applied"),
+                ("changes", "Changes applied"),
+                ("snapshots", "Snapshots loaded"),
+                ("rebootstraps", "Re-bootstraps after a 409, a new epoch or a refused page"),
+                ("refused_pages", "Pages refused by the checksum or sequence check"),
+            )
+        }
+        for f in self.followers:
+            st = f.status
+            lag_s.add_metric([st.bucket], now - st.synced_at if st.synced_at else float("nan"))
+            lag_changes.add_metric([st.bucket], max(st.head - st.cursor, 0))
+            cursor.add_metric([st.bucket], st.cursor)
+            ok.add_metric([st.bucket], 1.0 if st.checksum_ok else 0.0)
+            for name, family in counters.items():
+                family.add_metric([st.bucket], getattr(st, name))
+        yield from (lag_s, lag_changes, cursor, ok, *counters.values())
+        shipments = GaugeMetricFamily("waypost_replica_shipments", "Shipments in the read model")
+        shipments.add_metric([], sum(self.model.count(f.bucket, "shipment") for f in self.followers))
+        yield shipments
+
+
+def edge_registry(
+    followers: list[BucketFollower], model: ReadModel, clock: Callable[[], float]
+) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(SyncCollector(followers, model, clock))
+    return registry
