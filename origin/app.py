@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from origin import feed, idempotency, ledger_routes, shipments
 from origin.aggregators import aftership_webhook, easypost_webhook
+from origin.aggregators.ingest import AggregatorMetrics
 from origin.errors import Unauthorized, WaypostError
 from origin.http import decode_json, json_response, read_body, require
 from origin.settings import OriginSettings
@@ -36,6 +37,7 @@ class Metrics:
         self.webhooks = Counter(
             "waypost_webhooks", "Tracking webhooks by outcome", ["outcome"], registry=self.registry
         )
+        self.aggregators = AggregatorMetrics(self.registry)
         self.feed_waiting = Gauge(
             "waypost_feed_waiting", "Feed long-polls waiting for a commit", registry=self.registry
         )

@@ -62,3 +62,8 @@ class Unprocessable(WaypostError):
 class TooLarge(WaypostError):
     status = 413
     code = "too_large"
+
+
+class NotConfigured(WaypostError):
+    status = 503
+    code = "not_configured"

@@ -22,7 +22,7 @@ from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 
-from origin.errors import InvalidInput, Unauthorized, WaypostError
+from origin.errors import InvalidInput, NotConfigured, Unauthorized
 from origin.http import json_response, read_body
 from origin.settings import OriginSettings
 from origin.shipments import TrackingEvent, ingest_event, utc
@@ -36,13 +36,6 @@ _TRACKING_NUMBER = re.compile(r"^[A-Za-z0-9-]{4,40}$")
 _NOT_SLUG = re.compile(r"[^a-z0-9_-]+")
 
 Verify = Callable[[str, Mapping[str, str], bytes], None]
-
-
-class NotConfigured(WaypostError):
-    """503: the provider's secret is not set, so nothing it sends can be trusted."""
-
-    status = 503
-    code = "not_configured"
 
 
 class Batch(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,11 +65,8 @@ class AggregatorMetrics:
 
 
 def metrics_of(state: State) -> AggregatorMetrics:
-    """The counters, registered on the app's own registry the first time they are needed."""
-    found: AggregatorMetrics | None = getattr(state, "aggregator_metrics", None)
-    if found is None:
-        found = AggregatorMetrics(state.metrics.registry)
-        state.aggregator_metrics = found
+    """The counters, registered on the app's registry when the app starts."""
+    found: AggregatorMetrics = state.metrics.aggregators
     return found
 
 
