@@ -13,7 +13,9 @@ __all__ = ["FeedSlice", "Store", "Tx", "ensure_bucket", "open_store"]
 def open_store(url: str | None, data_dir: Path, clock: Callable[[], float]) -> Store:
     """Open (and migrate) the store: `url` names PostgreSQL, else DIR's SQLite file."""
     if url and url.startswith(("postgresql://", "postgres://")):
-        raise NotImplementedError("the PostgreSQL backend lands with its own issue")
+        from origin.store.postgres import PostgresStore
+
+        return PostgresStore(url, clock)
     from origin.store.sqlite import SQLiteStore
 
     path = Path(url.removeprefix("sqlite:///")) if url else data_dir / "origin.sqlite3"

@@ -201,7 +201,10 @@ class Store(abc.ABC):
                 upto = max(int(watermark), int(row[0] or 0) if row else 0)
                 if upto > watermark:
                     tx.execute("DELETE FROM change WHERE bucket = ? AND seq <= ?", (bucket, upto))
-                    tx.execute("UPDATE bucket SET watermark = ? WHERE bucket = ?", (upto, bucket))
+                    tx.execute(  # never lower it, whatever a concurrent compaction wrote
+                        "UPDATE bucket SET watermark = ? WHERE bucket = ? AND watermark < ?",
+                        (upto, bucket, upto),
+                    )
                 out[bucket] = upto
         return out
 

@@ -11,7 +11,6 @@ import msgspec
 import pytest
 
 from origin.app import create_app as create_origin
-from origin.store import open_store
 from sync.wire import FeedPage, FrameReader, encode, header_decoder, page_decoder, rows_decoder
 from tests.conftest import Edge, Origin, OriginProxy, ServerThread, wait_until
 from tests.origin.test_webhooks import event
@@ -171,7 +170,7 @@ def test_compaction_past_the_edges_cursor_leads_to_a_clean_rebootstrap(
     first.http.close()
     first.server.__exit__()
     random_writes(origin, 20, seed=2)
-    store = open_store(None, origin.settings.data_dir, origin.clock)
+    store = origin.open_store()
     try:
         marks = store.compact(origin.clock() + 1)
     finally:
@@ -191,7 +190,7 @@ def test_a_restore_to_an_older_backup_never_mixes_the_two_histories(
     p, server = proxy
     edge = start_edge(server.url)
     numbers = north_numbers(origin)
-    store = open_store(None, origin.settings.data_dir, origin.clock)
+    store = origin.open_store()
     store.backup(tmp_path / "backup.sqlite3")
     store.close()
     old_epoch = edge.status()["region:north"]["epoch"]
@@ -205,7 +204,7 @@ def test_a_restore_to_an_older_backup_never_mixes_the_two_histories(
     )
     # Stop the origin, restore the backup (a new epoch), start it again behind the same address.
     origin.server.__exit__()
-    store = open_store(None, origin.settings.data_dir, origin.clock)
+    store = origin.open_store()
     new_epoch = store.restore(tmp_path / "backup.sqlite3")
     store.close()
     assert new_epoch != old_epoch

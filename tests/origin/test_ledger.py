@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from origin import idempotency
-from origin.store import open_store
 from tests.conftest import EDGE_TOKEN, Origin, wait_until
 
 SITE = "north-warehouse-3"
@@ -204,7 +203,7 @@ def test_idempotency_replay_mismatch_and_in_flight(origin: Origin) -> None:
     other = hold(origin, "h-idem2", [{"sku": s, "qty": 2}], key="key-1")
     assert other.status_code == 422 and other.json()["error"] == "idempotency_mismatch"
     # A claim still pending in another process: the retry is told to wait, not run twice.
-    store = open_store(None, origin.settings.data_dir, origin.clock)
+    store = origin.open_store()
     try:
         body = json.dumps(
             {

@@ -6,12 +6,13 @@ negative; reserved equals what live holds hold; each hold is settled at most onc
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from models.world import World, WorldSpec, world_now
 from origin import ledger
@@ -19,7 +20,7 @@ from origin.errors import Conflict, NotFound
 from origin.seed import seed_world
 from origin.store import open_store
 from sync.entities import Line
-from tests.conftest import Clock
+from tests.conftest import Clock, pg_schema
 
 SPEC = WorldSpec(seed=5, regions=1, sites_per_region=2, products=3, shipments=1)
 SITES = ["north-mfc-1", "north-mfc-2"]
@@ -28,16 +29,20 @@ RIDS = [f"r{i}" for i in range(8)]
 
 
 class LedgerMachine(RuleBasedStateMachine):
-    def __init__(self) -> None:
+    def __init__(self, store_url: str | None) -> None:
         super().__init__()
         self.dir = tempfile.TemporaryDirectory()
         self.clock = Clock(1_900_000_000.0)
-        self.store = open_store(None, Path(self.dir.name), self.clock)
+        self.schema = contextlib.ExitStack()
+        # Each example starts empty: its own SQLite file, or its own PostgreSQL schema.
+        url = self.schema.enter_context(pg_schema()) if store_url else None
+        self.store = open_store(url, Path(self.dir.name), self.clock)
         seed_world(self.store, World(SPEC, world_now(self.clock())))
         self.movement_ids: list[str] = []
 
     def teardown(self) -> None:
         self.store.close()
+        self.schema.close()
         self.dir.cleanup()
 
     @rule(
@@ -118,5 +123,8 @@ class LedgerMachine(RuleBasedStateMachine):
                 assert state is not None and state[0] != "held"
 
 
-TestLedger = LedgerMachine.TestCase
-TestLedger.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+def test_random_ledger_operations_keep_the_invariants(store_url: str | None) -> None:
+    run_state_machine_as_test(
+        lambda: LedgerMachine(store_url),
+        settings=settings(max_examples=40, stateful_step_count=30, deadline=None),
+    )

@@ -8,10 +8,12 @@ from origin.store import open_store
 from tests.conftest import Clock
 
 
-def test_seeding_again_with_more_shipments_extends_without_rewriting(tmp_path: Path, clock: Clock) -> None:
+def test_seeding_again_with_more_shipments_extends_without_rewriting(
+    tmp_path: Path, clock: Clock, store_url: str | None
+) -> None:
     from models.world import world_now
 
-    store = open_store(None, tmp_path, clock)
+    store = open_store(store_url, tmp_path, clock)
     try:
         now = world_now(clock())
         first = seed_world(store, World(WorldSpec(shipments=50, products=20), now))
