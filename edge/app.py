@@ -11,15 +11,17 @@ import httpx
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from edge import pages
 from edge.follower import BucketFollower
-from edge.metrics import edge_registry
+from edge.metrics import EdgeMetrics
 from edge.readmodel import ReadModel
 from edge.settings import EdgeSettings
+from edge.shedding import LoopLag, ShedLoad
 from sync.client import FeedClient
 from sync.replica import Replica
 from sync.wire import to_json
@@ -27,6 +29,10 @@ from sync.wire import to_json
 
 def json_response(body: Any, status: int = 200) -> Response:
     return Response(to_json(body), status_code=status, media_type="application/json")
+
+
+async def favicon(request: Request) -> Response:
+    return Response(status_code=204, headers={"Cache-Control": "public, max-age=86400"})
 
 
 async def healthz(request: Request) -> Response:
@@ -70,7 +76,7 @@ async def sync_status(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(settings: EdgeSettings) -> Starlette:
@@ -98,12 +104,14 @@ def create_app(settings: EdgeSettings) -> Starlette:
         ]
         for f in followers:
             await f.load_local()
+        metrics = EdgeMetrics(followers, model, settings.clock, lag)
         app.state.settings = settings
         app.state.model = model
         app.state.followers = followers
-        app.state.templates = pages.template_env()
-        app.state.registry = edge_registry(followers, model, settings.clock)
+        app.state.metrics = metrics
+        app.state.pages = pages.Pages(settings, model, followers, metrics)
         tasks = [asyncio.create_task(f.run(), name=f"follow {f.bucket}") for f in followers]
+        tasks.append(asyncio.create_task(lag.run(), name="loop lag"))
         try:
             yield
         finally:
@@ -115,10 +123,21 @@ def create_app(settings: EdgeSettings) -> Starlette:
 
     routes = [
         Route("/healthz", healthz),
+        Route("/favicon.ico", favicon),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/v1/sync/status", sync_status),
         Route("/track/{tracking_number}", pages.track_page),
+        Route("/track/{tracking_number}/unlock", pages.unlock, methods=["POST"]),
         Route("/v1/track/{tracking_number}", pages.track_json),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    lag = LoopLag()
+    middleware = [
+        Middleware(
+            ShedLoad,
+            lag=lag,
+            max_lag_s=settings.max_lag_s,
+            max_inflight=settings.max_inflight,
+        )
+    ]
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

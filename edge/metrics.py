@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from edge.follower import BucketFollower
 from edge.readmodel import ReadModel
+from edge.shedding import LoopLag
 
 
 class SyncCollector(Collector):
@@ -56,9 +57,36 @@ class SyncCollector(Collector):
         yield shipments
 
 
-def edge_registry(
-    followers: list[BucketFollower], model: ReadModel, clock: Callable[[], float]
-) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    registry.register(SyncCollector(followers, model, clock))
-    return registry
+class LoadCollector(Collector):
+    def __init__(self, lag: LoopLag) -> None:
+        self.lag = lag
+
+    def collect(self) -> Iterator[Metric]:
+        lag = GaugeMetricFamily("waypost_loop_lag_seconds", "Event-loop lag (EWMA of a 10 ms timer)")
+        lag.add_metric([], self.lag.lag_s)
+        shed = CounterMetricFamily("waypost_shed", "Requests refused with 503 to shed load")
+        shed.add_metric([], self.lag.shed)
+        yield from (lag, shed)
+
+
+class EdgeMetrics:
+    """Every metric the edge exports, on a registry of its own."""
+
+    def __init__(
+        self, followers: list[BucketFollower], model: ReadModel, clock: Callable[[], float], lag: LoopLag
+    ) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(SyncCollector(followers, model, clock))
+        self.registry.register(LoadCollector(lag))
+        r = self.registry
+        self.page_seconds = Histogram(
+            "waypost_page_seconds",
+            "Time to answer a page or lookup, by route",
+            ["route"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.page_cache = Counter("waypost_page_cache", "Rendered-page cache lookups", ["result"], registry=r)
+        self.not_modified = Counter("waypost_page_not_modified", "304 answers to If-None-Match", registry=r)
+        self.throttled = Counter("waypost_throttled", "429 answers, by limit", ["limit"], registry=r)
+        self.unlock_failed = Counter("waypost_unlock_failed", "Wrong postcodes", registry=r)

@@ -1,134 +1,342 @@
-"""The shopper's tracking page and its JSON twin, rendered from the read model."""
+"""The shopper's tracking page and its JSON twin, rendered from the read model.
+
+Privacy: a tracking number alone shows status, timeline and ETA. Items and the destination
+city show only once the shopper proves the parcel is theirs — the order's postcode (checked
+against `postcode_hmac`, then a signed HttpOnly cookie scoped to this shipment's path) or a link
+signed by the origin. Lookups and postcode attempts are rate-limited per client (and attempts
+per tracking number), so numbers cannot be enumerated nor postcodes guessed.
+
+Caching: a rendered page is kept in an LRU keyed by everything it shows — the shipment's and
+order's versions, the template version, language, unlock state and the minute (for "N minutes
+ago") — so a change is visible at once and nothing stale is served. The same key is the ETag.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import base64
+import hashlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
 
 import jinja2
+from cachetools import LRUCache
+from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from edge.follower import BucketFollower
+from edge.i18n import COOKIE, LANG_NAMES, LANGS, Translator, negotiate
+from edge.metrics import EdgeMetrics
+from edge.ratelimit import TokenBuckets
 from edge.readmodel import ReadModel
-from sync.entities import ChangeKinds, Shipment, decode_entity
+from edge.settings import EdgeSettings
+from sync.entities import ChangeKinds, Order, Product, Shipment, decode_entity
+from sync.links import postcode_matches, sign_token, verify_token
 from sync.wire import to_json
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-
-STATUS_TEXT = {
-    "pending": "Label created",
-    "info_received": "Shipping information received",
-    "in_transit": "On its way",
-    "out_for_delivery": "Out for delivery",
-    "attempt_fail": "Delivery attempt failed",
-    "available_for_pickup": "Ready for pickup",
-    "delivered": "Delivered",
-    "exception": "There is a problem with this delivery",
-    "returned": "Returned to sender",
-    "expired": "Tracking has expired",
-}
+UNLOCK_COOKIE = "wp_unlock"
+UNLOCK_DAYS = 7
+NOT_FOUND_COST = 4  # an unknown number costs this many more lookups: enumeration is slow
+MAX_FORM = 2048
 
 
-def template_env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=jinja2.select_autoescape(["html"]),
-        auto_reload=False,
-    )
+def _hash_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
-def ago(seconds: float) -> str:
-    seconds = max(seconds, 0)
-    if seconds < 60:
-        return "just now"
-    minutes = int(seconds // 60)
-    if minutes < 60:
-        return f"{minutes} minute{'s' if minutes != 1 else ''} ago"
-    hours = minutes // 60
-    if hours < 48:
-        return f"{hours} hour{'s' if hours != 1 else ''} ago"
-    return f"{hours // 24} days ago"
+@dataclass(frozen=True)
+class Rendered:
+    body: bytes
+    etag: str
 
 
-def fmt_time(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%a %d %b %Y, %H:%M UTC")
+class Pages:
+    """What the page endpoints share, built once when the edge starts."""
 
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        model: ReadModel,
+        followers: list[BucketFollower],
+        metrics: EdgeMetrics,
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.followers = followers
+        self.metrics = metrics
+        self.global_bucket, self.region_bucket = settings.buckets
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(TEMPLATES),
+            autoescape=jinja2.select_autoescape(["html"]),
+            auto_reload=False,
+        )
+        css = (TEMPLATES / "style.css").read_text()
+        self.css = Markup(css)  # noqa: S704 - our own stylesheet, hashed into the CSP below
+        sources = b"".join(p.read_bytes() for p in sorted(TEMPLATES.glob("*.*")))
+        self.template_version = hashlib.blake2b(sources, digest_size=4).hexdigest()
+        self.security_headers = {
+            "Content-Security-Policy": (
+                f"default-src 'none'; style-src 'sha256-{_hash_b64(css.encode())}'; img-src 'self';"
+                " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            ),
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "X-Frame-Options": "DENY",
+        }
+        tz = ZoneInfo(settings.timezone)
+        self.translators = {lang: Translator(lang, tz) for lang in LANGS}
+        clock = settings.clock
+        self.lookups = TokenBuckets(settings.lookup_rate, clock)
+        self.unlock_by_client = TokenBuckets(settings.unlock_rate, clock)
+        self.unlock_by_number = TokenBuckets(settings.unlock_rate, clock)
+        self.cache: LRUCache[tuple[Any, ...], Rendered] = LRUCache(maxsize=settings.page_cache_size)
+        self.languages = [(code, LANG_NAMES[code]) for code in LANGS]
 
-def find_shipment(request: Request, tracking_number: str) -> Shipment | None:
-    model: ReadModel = request.app.state.model
-    bucket = request.app.state.settings.buckets[1]
-    body = model.get(bucket, ChangeKinds.SHIPMENT, tracking_number)
-    if body is None:
+    # -- reading the replica -------------------------------------------------------------
+
+    def shipment(self, tracking_number: str) -> Shipment | None:
+        body = self.model.get(self.region_bucket, ChangeKinds.SHIPMENT, tracking_number)
+        if body is None:
+            return None
+        shipment: Shipment = decode_entity(ChangeKinds.SHIPMENT, body)
+        return shipment
+
+    def order(self, order_id: str) -> Order | None:
+        body = self.model.get(self.region_bucket, ChangeKinds.ORDER, order_id)
+        if body is None:
+            return None
+        order: Order = decode_entity(ChangeKinds.ORDER, body)
+        return order
+
+    def product(self, sku: str) -> Product | None:
+        body = self.model.get(self.global_bucket, ChangeKinds.PRODUCT, sku)
+        if body is None:
+            return None
+        product: Product = decode_entity(ChangeKinds.PRODUCT, body)
+        return product
+
+    def data_age_s(self) -> float:
+        """Seconds since the origin last confirmed every bucket current (inf: never)."""
+        synced = min((f.status.synced_at for f in self.followers), default=0.0)
+        return self.settings.clock() - synced if synced else float("inf")
+
+    # -- unlocking -----------------------------------------------------------------------
+
+    def unlocked_by(self, request: Request, tracking_number: str) -> str | None:
+        """ "link" or "cookie" when the shopper proved the parcel is theirs, else None."""
+        now = self.settings.clock()
+        secret = self.settings.link_secret
+        token = request.query_params.get("t")
+        if token and verify_token(secret, token, tracking_number, now, purpose="link"):
+            return "link"
+        cookie = request.cookies.get(UNLOCK_COOKIE)
+        if cookie and verify_token(secret, cookie, tracking_number, now, purpose="cookie"):
+            return "cookie"
         return None
-    shipment: Shipment = decode_entity(ChangeKinds.SHIPMENT, body)
-    return shipment
+
+    def unlock_cookie(self, response: Response, request: Request, tracking_number: str) -> None:
+        expires = int(self.settings.clock() + UNLOCK_DAYS * 86400)
+        response.set_cookie(
+            UNLOCK_COOKIE,
+            sign_token(self.settings.link_secret, tracking_number, expires, purpose="cookie"),
+            max_age=UNLOCK_DAYS * 86400,
+            path=f"/track/{tracking_number}",
+            httponly=True,
+            samesite="lax",
+            secure=request.url.scheme == "https",
+        )
+
+    # -- rendering -----------------------------------------------------------------------
+
+    def render(self, template: str, t: Translator, **context: Any) -> str:
+        return self.env.get_template(template).render(t=t, css=self.css, languages=self.languages, **context)
+
+    def track_html(
+        self, s: Shipment, t: Translator, *, unlocked: bool, unlock_error: str | None = None
+    ) -> Rendered:
+        order = self.order(s.order_id)
+        now = self.settings.clock()
+        age = self.data_age_s()
+        stale = age > self.settings.stale_after_s
+        minute = int(now // 60)
+        key = (
+            s.tracking_number,
+            s.version,
+            order.placed_at if order else None,
+            t.lang,
+            unlocked,
+            minute,
+            stale,
+            unlock_error,
+            self.template_version,
+        )
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.metrics.page_cache.labels("hit").inc()
+            return hit
+        self.metrics.page_cache.labels("miss").inc()
+        events = [
+            {
+                "status_text": t.status(e.status),
+                "message": e.message,
+                "location": e.location,
+                "when": t.when(e.occurred_at),
+                "iso": e.occurred_at.isoformat(),
+            }
+            for e in reversed(s.events)
+        ]
+        order_view = None
+        if unlocked and order is not None:
+            items = []
+            for line in order.lines:
+                product = self.product(line.sku)
+                items.append(
+                    {"qty": line.qty, "name": product.name if product else line.sku, "fit_help": False}
+                )
+            order_view = {"city": order.city, "lines": items}
+        finished = s.status in ("delivered", "returned", "expired")
+        html = self.render(
+            "track.html",
+            t,
+            s=s,
+            status_text=t.status(s.status),
+            eta=t.day(s.eta) if s.eta and not finished else None,
+            updated_ago=t.ago(now - s.updated_at.timestamp()),
+            events=events,
+            data_age=t.ago(age) if age != float("inf") else "—",
+            stale=stale,
+            order=order_view,
+            can_unlock=order is not None and not unlocked,
+            unlock_error=unlock_error,
+            returns_url=self.settings.returns_url,
+            recommendations=[],
+        )
+        etag = '"' + hashlib.blake2b(repr(key).encode(), digest_size=10).hexdigest() + '"'
+        rendered = Rendered(html.encode(), etag)
+        self.cache[key] = rendered
+        return rendered
+
+    def html(
+        self, body: bytes | str, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> HTMLResponse:
+        return HTMLResponse(body, status_code=status, headers={**self.security_headers, **(headers or {})})
+
+    def too_many(self, t: Translator, wait_s: float, limit: str) -> Response:
+        self.metrics.throttled.labels(limit).inc()
+        headers = {"Retry-After": str(int(wait_s)), "Cache-Control": "no-store"}
+        return self.html(self.render("too_many.html", t), 429, headers)
 
 
-def data_age_s(request: Request) -> float:
-    followers = request.app.state.followers
-    now = request.app.state.settings.clock()
-    synced = min((f.status.synced_at for f in followers), default=0.0)
-    return now - synced if synced else float("inf")
+def client_key(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
-def shipment_json(s: Shipment, age_s: float) -> dict[str, Any]:
-    return {
+async def track_page(request: Request) -> Response:
+    started = time.perf_counter()
+    p: Pages = request.app.state.pages
+    try:
+        return _track_page(p, request)
+    finally:
+        p.metrics.page_seconds.labels("track").observe(time.perf_counter() - started)
+
+
+def _track_page(p: Pages, request: Request) -> Response:
+    tn = request.path_params["tracking_number"]
+    lang, explicit = negotiate(request)
+    t = p.translators[lang]
+    client = client_key(request)
+    wait = p.lookups.take(client)
+    if wait:
+        return p.too_many(t, wait, "lookup")
+    s = p.shipment(tn)
+    if s is None:
+        p.lookups.take(client, NOT_FOUND_COST)
+        html = p.render("not_found.html", t, tracking_number=tn)
+        return p.html(html, 404, {"Cache-Control": "no-store"})
+    how = p.unlocked_by(request, tn)
+    rendered = p.track_html(s, t, unlocked=how is not None)
+    headers = {
+        "ETag": rendered.etag,
+        "Cache-Control": f"private, max-age={p.settings.page_max_age_s}, stale-if-error=86400",
+        "Vary": "Accept-Language, Cookie",
+    }
+    if request.headers.get("if-none-match") == rendered.etag:
+        p.metrics.not_modified.inc()
+        return Response(status_code=304, headers={**p.security_headers, **headers})
+    response = p.html(rendered.body, 200, headers)
+    if explicit:
+        response.set_cookie(COOKIE, lang, max_age=365 * 86400, httponly=True, samesite="lax")
+    if how == "link":
+        p.unlock_cookie(response, request, tn)
+    return response
+
+
+async def unlock(request: Request) -> Response:
+    p: Pages = request.app.state.pages
+    tn = request.path_params["tracking_number"]
+    body = await request.body()
+    form = parse_qs(body[:MAX_FORM].decode("utf-8", "replace"))
+    lang = (form.get("lang") or [""])[0]
+    t = p.translators[lang if lang in LANGS else negotiate(request)[0]]
+    s = p.shipment(tn)
+    if s is None:
+        return p.html(p.render("not_found.html", t, tracking_number=tn), 404, {"Cache-Control": "no-store"})
+    for limiter, key, name in (
+        (p.unlock_by_client, client_key(request), "unlock_client"),
+        (p.unlock_by_number, tn, "unlock_number"),
+    ):
+        wait = limiter.take(key)
+        if wait:
+            p.metrics.throttled.labels(name).inc()
+            error = t("throttled", minutes=max(1, int(wait // 60) + 1))
+            rendered = p.track_html(s, t, unlocked=False, unlock_error=error)
+            return p.html(rendered.body, 429, {"Retry-After": str(int(wait)), "Cache-Control": "no-store"})
+    postcode = (form.get("postcode") or [""])[0]
+    order = p.order(s.order_id)
+    if order is not None and postcode_matches(p.settings.postcode_key, postcode, order.postcode_hmac):
+        response = RedirectResponse(f"/track/{tn}?lang={t.lang}", status_code=303, headers=p.security_headers)
+        p.unlock_cookie(response, request, tn)
+        return response
+    p.metrics.unlock_failed.inc()
+    rendered = p.track_html(s, t, unlocked=False, unlock_error=t("wrong_postcode"))
+    return p.html(rendered.body, 403, {"Cache-Control": "no-store"})
+
+
+async def track_json(request: Request) -> Response:
+    p: Pages = request.app.state.pages
+    tn = request.path_params["tracking_number"]
+    client = client_key(request)
+    wait = p.lookups.take(client)
+    headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+    if wait:
+        p.metrics.throttled.labels("lookup").inc()
+        body = {"error": "rate_limited", "detail": f"too many lookups; retry after {int(wait)} s"}
+        return Response(to_json(body), 429, {**headers, "Retry-After": str(int(wait))}, "application/json")
+    s = p.shipment(tn)
+    if s is None:
+        p.lookups.take(client, NOT_FOUND_COST)
+        body = {"error": "not_found", "detail": f"no shipment with tracking_number {tn!r}"}
+        return Response(to_json(body), 404, headers, "application/json")
+    age = p.data_age_s()
+    out = {
         "tracking_number": s.tracking_number,
         "carrier": s.carrier,
         "status": s.status,
-        "status_text": STATUS_TEXT[s.status],
+        "status_text": p.translators["en"].status(s.status),
         "eta": s.eta,
         "events": [
-            {
-                "occurred_at": e.occurred_at,
-                "status": e.status,
-                "message": e.message,
-                "location": e.location,
-            }
+            {"occurred_at": e.occurred_at, "status": e.status, "message": e.message, "location": e.location}
             for e in reversed(s.events)
         ],
         "updated_at": s.updated_at,
         "version": s.version,
-        "data_age_s": None if age_s == float("inf") else round(age_s, 3),
+        "data_age_s": None if age == float("inf") else round(age, 3),
+        "stale": age > p.settings.stale_after_s,
     }
-
-
-async def track_json(request: Request) -> Response:
-    tn = request.path_params["tracking_number"]
-    s = find_shipment(request, tn)
-    if s is None:
-        body = {"error": "not_found", "detail": f"no shipment with tracking_number {tn!r}"}
-        return Response(to_json(body), 404, media_type="application/json")
-    return Response(to_json(shipment_json(s, data_age_s(request))), media_type="application/json")
-
-
-async def track_page(request: Request) -> Response:
-    env: jinja2.Environment = request.app.state.templates
-    tn = request.path_params["tracking_number"]
-    s = find_shipment(request, tn)
-    if s is None:
-        html = env.get_template("not_found.html").render(lang="en", tracking_number=tn)
-        return HTMLResponse(html, status_code=404)
-    now = request.app.state.settings.clock()
-    events = [
-        {
-            "status_text": STATUS_TEXT[e.status],
-            "message": e.message,
-            "location": e.location,
-            "when": fmt_time(e.occurred_at),
-            "iso": e.occurred_at.isoformat(),
-        }
-        for e in reversed(s.events)
-    ]
-    age = data_age_s(request)
-    html = env.get_template("track.html").render(
-        lang="en",
-        s=s,
-        status_text=STATUS_TEXT[s.status],
-        eta=fmt_time(s.eta) if s.eta and s.status not in ("delivered", "returned") else None,
-        updated_ago=ago(now - s.updated_at.timestamp()),
-        events=events,
-        data_age="never" if age == float("inf") else ago(age),
-    )
-    return HTMLResponse(html)
+    return Response(to_json(out), 200, {**headers, "Cache-Control": "private, max-age=5"}, "application/json")

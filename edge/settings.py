@@ -25,6 +25,12 @@ class EdgeSettings:
     returns_url: str = ""
     lookup_rate: float = 120.0  # requests per minute per client
     unlock_rate: float = 10.0
+    timezone: str = "UTC"  # for dates on the page
+    stale_after_s: float = 90.0  # past this without word from the origin, the page says so
+    page_max_age_s: int = 30
+    page_cache_size: int = 20_000
+    max_inflight: int = 256
+    max_lag_s: float = 0.25  # event-loop lag past which new requests are shed (503)
     feed_limit: int = 500
     feed_wait_s: int = 20
     clock: Callable[[], float] = field(default=time.time, compare=False)
@@ -66,5 +72,7 @@ class EdgeSettings:
             returns_url=env.get("WAYPOST_RETURNS_URL", ""),
             lookup_rate=float(env.get("WAYPOST_LOOKUP_RATE", "120")),
             unlock_rate=float(env.get("WAYPOST_UNLOCK_RATE", "10")),
+            timezone=env.get("WAYPOST_TIMEZONE", "UTC"),
+            max_inflight=int(env.get("WAYPOST_MAX_INFLIGHT", "256")),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

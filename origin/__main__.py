@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     _store_args(restore)
     restore.add_argument("src", type=Path)
 
+    link = sub.add_parser("link", help="print a signed tracking link (as POST /v1/links does)")
+    link.add_argument("tracking_number")
+    link.add_argument("--days", type=float, default=30)
+    link.add_argument("--base", default=None, help="the edge's public URL (default: WAYPOST_PUBLIC_URL)")
+
     demo = sub.add_parser("demo", help="seed a small world, start origin and edges, print URLs")
     demo.add_argument("--data", type=Path, default=None)
     demo.add_argument("--port", type=int, default=8000)
@@ -107,6 +112,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"restored": str(args.src), "epoch": epoch}))
         finally:
             store.close()
+        return 0
+    if args.command == "link":
+        from origin.links import tracking_link
+        from origin.settings import OriginSettings
+
+        secret = os.environ.get("WAYPOST_LINK_SECRET")
+        if not secret:
+            raise SystemExit("origin link: set WAYPOST_LINK_SECRET (the edges check links with it)")
+        settings = OriginSettings(
+            data_dir=Path("."),
+            link_secret=secret.encode(),
+            public_url=os.environ.get("WAYPOST_PUBLIC_URL", "").rstrip("/"),
+        )
+        print(tracking_link(settings, args.tracking_number, args.days, args.base))
         return 0
     if args.command == "demo":
         from origin.demo import run_demo

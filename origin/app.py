@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from origin import feed, idempotency, ledger_routes, shipments
+from origin import feed, idempotency, ledger_routes, links, shipments
 from origin.aggregators import aftership_webhook, easypost_webhook
 from origin.aggregators.ingest import AggregatorMetrics
 from origin.errors import Unauthorized, WaypostError
@@ -179,6 +179,7 @@ def create_app(settings: OriginSettings, store: Store | None = None) -> Starlett
         Route("/v1/webhooks/easypost", easypost_webhook, methods=["POST"]),
         Route("/v1/webhooks/aftership", aftership_webhook, methods=["POST"]),
         *ledger_routes.routes,
+        Route("/v1/links", links.create_link, methods=["POST"]),
         Route("/v1/sites", sites),
         edge_route("/v1/feed/{bucket}", feed.feed),
         edge_route("/v1/snapshot/{bucket}", feed.snapshot),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import re
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -23,6 +22,7 @@ from origin.errors import Conflict, InvalidInput
 from origin.ledger import check_lines
 from origin.store import Tx
 from sync.entities import ChangeKinds, Line, Order, encode_entity, region_bucket
+from sync.links import normalize_postcode, postcode_hmac
 
 OrderId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Text = Annotated[str, msgspec.Meta(max_length=200)]
@@ -72,10 +72,6 @@ _private_encoder = msgspec.msgpack.Encoder()
 _lines_encoder = msgspec.msgpack.Encoder()
 
 
-def normalize_postcode(postcode: str) -> str:
-    return re.sub(r"[\s-]", "", postcode).upper()
-
-
 def postcode_district(postcode: str) -> str:
     """The coarse part of a postcode: the UK outward code, else the first three characters."""
     p = postcode.strip().upper()
@@ -85,10 +81,6 @@ def postcode_district(postcode: str) -> str:
     if compact[:1].isalpha() and len(compact) > 4:
         return compact[:-3]
     return compact[:3]
-
-
-def postcode_hmac(key: bytes, postcode: str) -> str:
-    return hmac.new(key, normalize_postcode(postcode).encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def customer_ref(key: bytes, customer: Customer) -> str:

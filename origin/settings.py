@@ -32,6 +32,7 @@ class OriginSettings:
     link_secret: bytes = b""
     pii_key: bytes = b""
     postcode_key: bytes = b""
+    public_url: str = ""  # where shoppers open tracking pages; links are relative without it
     easypost_secret: str = ""
     aftership_secret: str = ""
     feed_max_limit: int = 1000
@@ -68,6 +69,7 @@ class OriginSettings:
             link_secret=get("WAYPOST_LINK_SECRET").encode(),
             pii_key=get("WAYPOST_PII_KEY").encode(),
             postcode_key=get("WAYPOST_POSTCODE_KEY").encode(),
+            public_url=env.get("WAYPOST_PUBLIC_URL", "").rstrip("/"),
             easypost_secret=env.get("WAYPOST_EASYPOST_SECRET", ""),
             aftership_secret=env.get("WAYPOST_AFTERSHIP_SECRET", ""),
         )

@@ -120,8 +120,10 @@ def edge_settings(
         "WAYPOST_LINK_SECRET": "link-secret",
         "WAYPOST_POSTCODE_KEY": "postcode-key",
     }
+    # Tests poll edges in tight loops: lookups are unlimited unless a test sets a rate.
+    overrides = {"feed_wait_s": 5, "lookup_rate": 1e9, **overrides}
     return EdgeSettings.from_env(
-        env, origin_url=origin_url, region=region, data_dir=data_dir, clock=clock, feed_wait_s=5, **overrides
+        env, origin_url=origin_url, region=region, data_dir=data_dir, clock=clock, **overrides
     )
 
 
