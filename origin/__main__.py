@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from models.world import World, WorldSpec, world_now
+from origin.orders import PrivacyKeys
 
 
 def _store_args(p: argparse.ArgumentParser) -> None:
@@ -17,6 +18,19 @@ def _store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--store", default=os.environ.get("WAYPOST_STORE"), help="postgresql://… (default: DIR's SQLite file)"
     )
+
+
+def privacy_keys() -> PrivacyKeys | None:
+    """The keys seeding needs to record orders; without them it seeds shipments only."""
+    pii, postcode = os.environ.get("WAYPOST_PII_KEY"), os.environ.get("WAYPOST_POSTCODE_KEY")
+    if pii and postcode:
+        return PrivacyKeys(pii.encode(), postcode.encode())
+    print(
+        "origin seed: WAYPOST_PII_KEY and WAYPOST_POSTCODE_KEY are not set: seeding shipments without"
+        " their orders (shoppers will not be able to unlock order details)",
+        file=sys.stderr,
+    )
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         store = open_store(args.store, args.data, time.time)
         try:
             started = time.perf_counter()
-            out = seed_world(store, World(spec, world_now(time.time())))
+            out = seed_world(store, World(spec, world_now(time.time())), privacy_keys())
             out["seconds"] = round(time.perf_counter() - started, 2)
         finally:
             store.close()

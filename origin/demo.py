@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from models.world import World, WorldSpec, world_now
+from origin.orders import PrivacyKeys
 from origin.seed import seed_world
 from origin.settings import dev_secrets
 from origin.store import open_store
@@ -54,7 +55,8 @@ def run_demo(data: Path | None, port: int, shipments: int) -> int:
     world = World(WorldSpec(shipments=shipments), world_now(time.time()))
     store = open_store(None, root / "origin", time.time)
     try:
-        summary = seed_world(store, world)
+        keys = PrivacyKeys(env["WAYPOST_PII_KEY"].encode(), env["WAYPOST_POSTCODE_KEY"].encode())
+        summary = seed_world(store, world, keys)
     finally:
         store.close()
 

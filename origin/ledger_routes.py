@@ -62,7 +62,8 @@ async def create_order(request: Request) -> Response:
     order = decode_json(body, orders.NewOrder)
 
     def work(tx: Tx) -> tuple[int, Any]:
-        public = orders.create_order(tx, order, pii_key=settings.pii_key, postcode_key=settings.postcode_key)
+        keys = orders.PrivacyKeys(settings.pii_key, settings.postcode_key)
+        public = orders.create_order(tx, order, keys)
         return 201, msgspec.to_builtins(public)
 
     return await idempotent(request, body, work)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -110,16 +111,28 @@ def region_for(tx: Tx, lat: float, lon: float) -> str:
     return str(best[0])
 
 
-def create_order(tx: Tx, order: NewOrder, *, pii_key: bytes, postcode_key: bytes) -> Order:
+@dataclass(frozen=True)
+class PrivacyKeys:
+    pii_key: bytes  # keys customer refs; never leaves the origin
+    postcode_key: bytes  # keys postcode_hmac; edges share it
+
+
+def create_order(tx: Tx, order: NewOrder, keys: PrivacyKeys) -> Order:
+    """Validate a store's order, derive its region, and record it."""
     check_lines(tx, order.lines)
     region = region_for(tx, order.destination.lat, order.destination.lon)
+    return record_order(tx, order, region, keys)
+
+
+def record_order(tx: Tx, order: NewOrder, region: str, keys: PrivacyKeys) -> Order:
+    """Keep the personal data here and publish the minimized order to the region's edges."""
     placed = (order.placed_at or datetime.fromtimestamp(tx.now, UTC)).astimezone(UTC)
     public = Order(
         order_id=order.order_id,
-        customer_ref=customer_ref(pii_key, order.customer),
+        customer_ref=customer_ref(keys.pii_key, order.customer),
         city=order.destination.city,
         postcode_district=postcode_district(order.destination.postcode),
-        postcode_hmac=postcode_hmac(postcode_key, order.destination.postcode),
+        postcode_hmac=postcode_hmac(keys.postcode_key, order.destination.postcode),
         lat=round_coord(order.destination.lat),
         lon=round_coord(order.destination.lon),
         lines=order.lines,

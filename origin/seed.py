@@ -8,13 +8,16 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from models.world import Order as WorldOrder
 from models.world import World
 from origin import ledger
+from origin.orders import Address, Customer, Destination, NewOrder, PrivacyKeys, record_order
 from origin.sanitize import scrub_text
 from origin.store import Store, Tx
 from sync.entities import (
     GLOBAL_BUCKET,
     ChangeKinds,
+    Line,
     Shipment,
     encode_entity,
     region_bucket,
@@ -40,8 +43,38 @@ def _sanitized(s: Shipment) -> Shipment:
     return msgspec.structs.replace(s, events=events)
 
 
-def seed_world(store: Store, world: World) -> dict[str, Any]:
-    """Create the world, or extend it with the shipments not yet seeded; return a summary."""
+def store_order(o: WorldOrder) -> NewOrder:
+    """A simulated order as the store would post it (personal data included)."""
+    c = o.customer
+    return NewOrder(
+        order_id=o.order_id,
+        customer=Customer(
+            customer_id=c.customer_id,
+            name=c.name,
+            email=c.email,
+            phone=c.phone,
+            address=Address(street=c.street, postcode=c.postcode, city=c.city, country=c.country),
+        ),
+        destination=Destination(
+            lat=o.destination.lat,
+            lon=o.destination.lon,
+            postcode=o.destination.postcode,
+            city=o.destination.city,
+            country=o.destination.country,
+            street=c.street,
+        ),
+        lines=[Line(line.sku, line.qty) for line in o.lines],
+        placed_at=o.placed_at,
+    )
+
+
+def seed_world(store: Store, world: World, keys: PrivacyKeys | None = None) -> dict[str, Any]:
+    """Create the world, or extend it with the shipments not yet seeded; return a summary.
+
+    With `keys`, every shipment's order is recorded too (personal data kept at the origin, the
+    minimized order published to the region); without, shipments only. Stock is booked as an
+    opening balance (one `receive` per site and sku); history is not replayed through the ledger.
+    """
     with store.transaction() as tx:
         for region in world.regions:
             tx.execute(
@@ -72,9 +105,12 @@ def seed_world(store: Store, world: World) -> dict[str, Any]:
     with store.reader() as r:
         start = _meta_int(r, "seeded_shipments")
     regions = {s.site_id: s.region for s in world.sites}
-    for batch in _batches(world.shipments(start), BATCH):
+    pairs = zip(world.shipments(start), world.orders(start), strict=True)
+    for batch in _batches(pairs, BATCH):
         with store.transaction() as tx:
-            for s in batch:
+            for s, o in batch:
+                if keys is not None:
+                    record_order(tx, store_order(o), o.region, keys)
                 tx.put(
                     region_bucket(regions[s.site_id]),
                     ChangeKinds.SHIPMENT,

@@ -28,6 +28,7 @@ from edge.app import create_app as create_edge
 from edge.settings import EdgeSettings
 from models.world import World, WorldSpec
 from origin.app import create_app as create_origin
+from origin.orders import PrivacyKeys
 from origin.seed import seed_world
 from origin.settings import OriginSettings
 from origin.signatures import sign
@@ -275,10 +276,10 @@ def store_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
 @pytest.fixture
 def origin(tmp_path: Path, clock: Clock, world: World, store_url: str | None) -> Iterator[Origin]:
     data = tmp_path / "origin"
-    store = open_store(store_url, data, clock)
-    seed_world(store, world)
-    store.close()
     settings = origin_settings(data, clock, store_url=store_url)
+    store = open_store(store_url, data, clock)
+    seed_world(store, world, PrivacyKeys(settings.pii_key, settings.postcode_key))
+    store.close()
     with (
         ServerThread(create_origin(settings)) as server,
         httpx.Client(base_url=server.url, timeout=30) as http,
