@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from edge import pages
 from edge.follower import BucketFollower
+from edge.inference import ModelShelf
 from edge.metrics import EdgeMetrics
 from edge.readmodel import ReadModel
 from edge.settings import EdgeSettings
@@ -72,7 +73,10 @@ async def sync_status(request: Request) -> Response:
                 "last_error": st.last_error,
             }
         )
-    return json_response({"region": request.app.state.settings.region, "buckets": out})
+    shelf: ModelShelf = request.app.state.shelf
+    return json_response(
+        {"region": request.app.state.settings.region, "buckets": out, "models": shelf.status()}
+    )
 
 
 async def metrics(request: Request) -> Response:
@@ -102,16 +106,21 @@ def create_app(settings: EdgeSettings) -> Starlette:
             )
             for b in settings.buckets
         ]
+        shelf = ModelShelf(client, model, settings.buckets[0], settings.data_dir)
+        followers[0].listeners.append(shelf.notify)
         for f in followers:
             await f.load_local()
-        metrics = EdgeMetrics(followers, model, settings.clock, lag)
+        metrics = EdgeMetrics(followers, model, settings.clock, lag, shelf)
         app.state.settings = settings
         app.state.model = model
         app.state.followers = followers
+        app.state.shelf = shelf
+        app.state.origin = client
         app.state.metrics = metrics
         app.state.pages = pages.Pages(settings, model, followers, metrics)
         tasks = [asyncio.create_task(f.run(), name=f"follow {f.bucket}") for f in followers]
         tasks.append(asyncio.create_task(lag.run(), name="loop lag"))
+        tasks.append(asyncio.create_task(shelf.run(), name="models"))
         try:
             yield
         finally:

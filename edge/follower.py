@@ -80,6 +80,8 @@ class BucketFollower:
         self.clock = clock
         self.status = BucketStatus(bucket)
         self._at_tail = False
+        # Called after each commit with the changed kinds (or None after a bootstrap: everything).
+        self.listeners: list[Callable[[set[str] | None], None]] = []
 
     def _now(self) -> float:
         return self.clock()
@@ -91,6 +93,8 @@ class BucketFollower:
             return False
         rows = await to_thread.run_sync(lambda: list(self.replica.entities(self.bucket)))
         self.model.replace_bucket(self.bucket, rows)
+        for listener in self.listeners:
+            listener(None)
         self.status.epoch, self.status.cursor = cur.epoch, cur.seq
         self.status.synced_at = cur.synced_at
         self.status.ready = True
@@ -122,6 +126,10 @@ class BucketFollower:
         now = self._now()
         applied = await to_thread.run_sync(self.replica.apply_page, page, now)
         self.model.apply(self.bucket, applied)
+        if applied:
+            kinds = {a.kind for a in applied}
+            for listener in self.listeners:
+                listener(kinds)
         st = self.status
         st.pages += 1
         st.changes += len(applied)

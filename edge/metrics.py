@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from edge.follower import BucketFollower
+from edge.inference import ModelShelf
 from edge.readmodel import ReadModel
 from edge.shedding import LoopLag
 
@@ -69,15 +70,42 @@ class LoadCollector(Collector):
         yield from (lag, shed)
 
 
+class ModelCollector(Collector):
+    def __init__(self, shelf: ModelShelf) -> None:
+        self.shelf = shelf
+
+    def collect(self) -> Iterator[Metric]:
+        serving = GaugeMetricFamily(
+            "waypost_model_serving",
+            "1 for each model release serving, by role",
+            labels=["name", "version", "role"],
+        )
+        for name, slot in self.shelf.slots.items():
+            for role, m in (("active", slot.active), ("previous", slot.previous), ("canary", slot.canary)):
+                if m is not None:
+                    serving.add_metric([name, m.version, role], 1.0)
+            for m in slot.shadows:
+                serving.add_metric([name, m.version, "shadow"], 1.0)
+        refused = CounterMetricFamily("waypost_model_refused", "Model blobs refused (hash or test vectors)")
+        refused.add_metric([], self.shelf.refused)
+        yield from (serving, refused)
+
+
 class EdgeMetrics:
     """Every metric the edge exports, on a registry of its own."""
 
     def __init__(
-        self, followers: list[BucketFollower], model: ReadModel, clock: Callable[[], float], lag: LoopLag
+        self,
+        followers: list[BucketFollower],
+        model: ReadModel,
+        clock: Callable[[], float],
+        lag: LoopLag,
+        shelf: ModelShelf,
     ) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(SyncCollector(followers, model, clock))
         self.registry.register(LoadCollector(lag))
+        self.registry.register(ModelCollector(shelf))
         r = self.registry
         self.page_seconds = Histogram(
             "waypost_page_seconds",

@@ -18,11 +18,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from origin import feed, idempotency, ledger_routes, links, shipments
+from origin import copurchase, feed, idempotency, ledger_routes, links, registry, shipments
 from origin.aggregators import aftership_webhook, easypost_webhook
 from origin.aggregators.ingest import AggregatorMetrics
 from origin.errors import Unauthorized, WaypostError
 from origin.http import decode_json, json_response, read_body, require
+from origin.orders import PrivacyKeys
 from origin.settings import OriginSettings
 from origin.signatures import TOLERANCE_S, verify
 from origin.store import Store, open_store
@@ -134,6 +135,22 @@ async def compact_periodically(store: Store, settings: OriginSettings) -> None:
             log.exception("compaction failed")
 
 
+async def refresh_copurchase(store: Store, settings: OriginSettings) -> None:
+    """Recompute the co-purchase table from recent orders on a schedule."""
+    keys = PrivacyKeys(settings.pii_key, settings.postcode_key)
+    while True:
+        await asyncio.sleep(settings.copurchase_interval_s)
+
+        def work() -> int:
+            with store.transaction() as tx:
+                return copurchase.refresh(tx, keys)
+
+        try:
+            log.info("co-purchase table refreshed: %s products", await to_thread.run_sync(work))
+        except Exception:  # the old table keeps serving; try again next time
+            log.exception("co-purchase refresh failed")
+
+
 async def expire_holds(store: Store, interval_s: float) -> None:
     """Expire holds whose time (on the injected clock) is up; exactly once, whoever runs it."""
     while True:
@@ -162,6 +179,7 @@ def create_app(settings: OriginSettings, store: Store | None = None) -> Starlett
             asyncio.create_task(housekeeping(app.state.store, 60.0)),
             asyncio.create_task(expire_holds(app.state.store, settings.expiry_interval_s)),
             asyncio.create_task(compact_periodically(app.state.store, settings)),
+            asyncio.create_task(refresh_copurchase(app.state.store, settings)),
         ]
         try:
             yield
@@ -180,6 +198,8 @@ def create_app(settings: OriginSettings, store: Store | None = None) -> Starlett
         Route("/v1/webhooks/aftership", aftership_webhook, methods=["POST"]),
         *ledger_routes.routes,
         Route("/v1/links", links.create_link, methods=["POST"]),
+        Route("/v1/models", registry.create_release, methods=["POST"]),
+        Route("/v1/models/{sha256}", registry.fetch_blob),
         Route("/v1/sites", sites),
         edge_route("/v1/feed/{bucket}", feed.feed),
         edge_route("/v1/snapshot/{bucket}", feed.snapshot),

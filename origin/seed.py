@@ -10,7 +10,7 @@ import msgspec
 
 from models.world import Order as WorldOrder
 from models.world import World
-from origin import ledger
+from origin import copurchase, ledger, registry
 from origin.orders import Address, Customer, Destination, NewOrder, PrivacyKeys, record_order
 from origin.sanitize import scrub_text
 from origin.store import Store, Tx
@@ -123,6 +123,10 @@ def seed_world(store: Store, world: World, keys: PrivacyKeys | None = None) -> d
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (str(start),),
             )
+    with store.transaction() as tx:
+        registry.register_shipped(tx)
+        if keys is not None:
+            copurchase.refresh(tx, keys)
     return summary(world)
 
 

@@ -41,6 +41,7 @@ class OriginSettings:
     expiry_interval_s: float = 1.0
     compact_keep_days: float = 7.0
     compact_interval_s: float = 3600.0
+    copurchase_interval_s: float = 6 * 3600.0
     clock: Callable[[], float] = field(default=time.time, compare=False)
 
     @classmethod

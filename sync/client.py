@@ -54,6 +54,16 @@ class FeedClient:
         r.raise_for_status()
         return page_decoder.decode(r.content)
 
+    async def model_blob(self, sha256: str) -> bytes:
+        """A model blob by its sha256 (the caller verifies it)."""
+        r = await self._client.get(
+            f"/v1/models/{sha256}",
+            headers={"Authorization": self._headers["Authorization"]},
+            timeout=httpx.Timeout(60.0),
+        )
+        r.raise_for_status()
+        return r.content
+
     @asynccontextmanager
     async def snapshot(self, bucket: str) -> AsyncIterator[Snapshot]:
         async with self._client.stream(

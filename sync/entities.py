@@ -121,6 +121,34 @@ class Reservation(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: datetime
 
 
+class Related(msgspec.Struct, frozen=True):
+    sku: str
+    score: float
+
+
+class CoPurchase(msgspec.Struct, frozen=True, kw_only=True):
+    """Products bought with, or soon after, `sku`, best first (computed at the origin)."""
+
+    sku: str
+    related: list[Related]
+
+
+Rollout = Literal["active", "canary", "shadow", "retired"]
+
+
+class ModelRelease(msgspec.Struct, frozen=True, kw_only=True):
+    """A model version in the registry; edges fetch its blob by sha256 and verify it."""
+
+    name: str
+    version: str
+    sha256: str
+    schema_version: str
+    rollout: Rollout
+    fraction: float  # the share of orders a canary decides; 1.0 otherwise
+    card: str  # the model card as JSON: features, metrics, test vectors
+    released_at: datetime
+
+
 class ChangeKinds:
     """The entity kinds of the feed and the struct each body decodes to."""
 
@@ -130,6 +158,8 @@ class ChangeKinds:
     SHIPMENT = "shipment"
     ORDER = "order"
     RESERVATION = "reservation"
+    COPURCHASE = "copurchase"
+    MODEL_RELEASE = "model_release"
 
 
 KIND_TYPES: dict[str, type[msgspec.Struct]] = {
@@ -139,6 +169,8 @@ KIND_TYPES: dict[str, type[msgspec.Struct]] = {
     ChangeKinds.SHIPMENT: Shipment,
     ChangeKinds.ORDER: Order,
     ChangeKinds.RESERVATION: Reservation,
+    ChangeKinds.COPURCHASE: CoPurchase,
+    ChangeKinds.MODEL_RELEASE: ModelRelease,
 }
 
 GLOBAL_BUCKET = "global"

@@ -97,6 +97,9 @@ class Tx(abc.ABC):
                     "SELECT hash FROM entity WHERE bucket = ? AND kind = ? AND key = ?",
                     (bucket, kind, key),
                 )
+                h = None if body is None else cks.entity_hash(kind, key, body)
+                if old is not None and h is not None and cks.to_unsigned(old[0]) == h:
+                    continue  # the same bytes again: no change to log
                 if old is not None:
                     checksum = cks.sub(checksum, cks.to_unsigned(old[0]))
                 if body is None:
@@ -108,7 +111,7 @@ class Tx(abc.ABC):
                     )
                     op = "delete"
                 else:
-                    h = cks.entity_hash(kind, key, body)
+                    assert h is not None
                     checksum = cks.add(checksum, h)
                     self.execute(
                         "INSERT INTO entity (bucket, kind, key, body, hash) VALUES (?, ?, ?, ?, ?)"

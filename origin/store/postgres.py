@@ -178,6 +178,10 @@ MIGRATIONS: list[str] = [
         created_at DOUBLE PRECISION NOT NULL
     );
     """,
+    # 3: the model registry's blobs (releases are synced entities)
+    """
+    CREATE TABLE model_blob (sha256 TEXT COLLATE "C" PRIMARY KEY, blob BYTEA NOT NULL);
+    """,
 ]
 
 # Every table the migrations create, in creation order (what a backup holds).
@@ -298,6 +302,8 @@ def _decode_heads(payload: str) -> dict[str, int]:
 
 
 class PostgresStore(Store):
+    tx_class: type[PostgresTx] = PostgresTx  # benchmarks/pg_serialization.py times the tail
+
     def __init__(self, url: str, clock: Callable[[], float], *, pool_size: int = 16) -> None:
         super().__init__(clock)
         assert pool_size >= 1, "pool_size must be at least 1"
@@ -345,7 +351,7 @@ class PostgresStore(Store):
     def transaction(self) -> Iterator[Tx]:
         with self.pool.connection() as conn:
             conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-            tx = PostgresTx(conn, self.clock())
+            tx = self.tx_class(conn, self.clock())
             try:
                 yield tx
                 tx.flush_changes()

@@ -107,6 +107,10 @@ MIGRATIONS: list[str] = [
         created_at REAL NOT NULL
     );
     """,
+    # 3: the model registry's blobs (releases are synced entities)
+    """
+    CREATE TABLE model_blob (sha256 TEXT PRIMARY KEY, blob BLOB NOT NULL);
+    """,
 ]
 
 
