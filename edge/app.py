@@ -19,8 +19,9 @@ from starlette.routing import Route
 from edge import pages
 from edge.follower import BucketFollower
 from edge.inference import ModelShelf
+from edge.insights import Insights
 from edge.metrics import EdgeMetrics
-from edge.readmodel import ReadModel
+from edge.readmodel import CustomerOrders, HeldAtSite, ReadModel, RegionStock
 from edge.settings import EdgeSettings
 from edge.shedding import LoopLag, ShedLoad
 from sync.client import FeedClient
@@ -87,7 +88,8 @@ def create_app(settings: EdgeSettings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         replica = Replica(settings.data_dir / "replica.sqlite3")
-        model = ReadModel()
+        customers, stock, held = CustomerOrders(), RegionStock(), HeldAtSite()
+        model = ReadModel([customers, stock, held])
         http = httpx.AsyncClient(
             base_url=settings.origin_url,
             timeout=httpx.Timeout(10.0),
@@ -117,7 +119,8 @@ def create_app(settings: EdgeSettings) -> Starlette:
         app.state.shelf = shelf
         app.state.origin = client
         app.state.metrics = metrics
-        app.state.pages = pages.Pages(settings, model, followers, metrics)
+        insights = Insights(model, shelf, *settings.buckets, customers, stock, held)
+        app.state.pages = pages.Pages(settings, model, followers, metrics, insights)
         tasks = [asyncio.create_task(f.run(), name=f"follow {f.bucket}") for f in followers]
         tasks.append(asyncio.create_task(lag.run(), name="loop lag"))
         tasks.append(asyncio.create_task(shelf.run(), name="models"))

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_skeleton, format_time, format_timedelta
+from babel.numbers import format_currency
 from starlette.requests import Request
 
 LANGS = ("en", "de", "fr")
@@ -88,6 +89,8 @@ TEXT: dict[str, dict[str, str]] = {
         "qty": "Quantity",
         "recommended": "You might also like",
         "fit_help": "Not sure about the size? You can exchange it for free.",
+        "due_again": "running low? It's about time to restock",
+        "eta_model": "our estimate",
     },
     "de": {
         "skip": "Zum Sendungsstatus springen",
@@ -121,6 +124,8 @@ TEXT: dict[str, dict[str, str]] = {
         "qty": "Menge",
         "recommended": "Das könnte Ihnen auch gefallen",
         "fit_help": "Unsicher bei der Größe? Sie können kostenlos umtauschen.",
+        "due_again": "bald aufgebraucht? Zeit zum Nachkaufen",
+        "eta_model": "unsere Schätzung",
     },
     "fr": {
         "skip": "Aller au statut du colis",
@@ -155,6 +160,8 @@ TEXT: dict[str, dict[str, str]] = {
         "qty": "Quantité",
         "recommended": "Vous aimerez peut-être aussi",
         "fit_help": "Un doute sur la taille ? L'échange est gratuit.",
+        "due_again": "bientôt épuisé ? C'est le moment de racheter",
+        "eta_model": "notre estimation",
     },
 }
 LANG_NAMES = {"en": "English", "de": "Deutsch", "fr": "Français"}
@@ -193,10 +200,11 @@ def negotiate(request: Request) -> tuple[str, bool]:
 class Translator:
     """Words, dates and relative times for one language and time zone."""
 
-    def __init__(self, lang: str, tz: ZoneInfo) -> None:
+    def __init__(self, lang: str, tz: ZoneInfo, currency: str = "EUR") -> None:
         assert lang in LANGS, f"unsupported language {lang!r}"
         self.lang = lang
         self.tz = tz
+        self.currency = currency
         self._text = TEXT[lang]
 
     def __call__(self, key: str, **values: object) -> str:
@@ -213,6 +221,9 @@ class Translator:
     def day(self, t: datetime) -> str:
         """A day, e.g. "Thursday, November 26" / "Donnerstag, 26. November"."""
         return format_skeleton("MMMMEEEEd", t, tzinfo=self.tz, locale=self.lang)
+
+    def money(self, amount: float) -> str:
+        return format_currency(amount, self.currency, locale=self.lang)
 
     def ago(self, seconds: float) -> str:
         if seconds < 60:

@@ -35,6 +35,10 @@ class TamperedBlob(ModelRefused):
     """The fetched bytes do not hash to the release's sha256."""
 
 
+def release_id(r: ModelRelease) -> str:
+    return f"{r.name}/{r.version}@{r.sha256}"
+
+
 def canary_share(order_id: str) -> float:
     """A stable number in [0, 1) for an order id."""
     digest = hashlib.blake2b(order_id.encode(), digest_size=8).digest()
@@ -78,9 +82,10 @@ class ModelShelf:
         self.global_bucket = global_bucket
         self.dir = data_dir / "models"
         self.slots: dict[str, Slot] = {}
-        self.states: dict[str, ReleaseState] = {}  # by sha256
+        # Both by release (name, version, sha256): the same blob may come with another card.
+        self.states: dict[str, ReleaseState] = {}
         self.refused = 0
-        self._loaded: dict[str, Loaded] = {}  # by sha256
+        self._loaded: dict[str, Loaded] = {}
         self._wake = asyncio.Event()
         self.reconciled = 0
 
@@ -111,12 +116,13 @@ class ModelShelf:
         retry = False
         releases = [r for r in self.releases() if r.rollout != "retired"]
         for r in releases:
-            known = self.states.get(r.sha256)
-            if r.sha256 in self._loaded or (known is not None and known.state == "refused"):
+            key = release_id(r)
+            known = self.states.get(key)
+            if key in self._loaded or (known is not None and known.state == "refused"):
                 continue
-            state = self.states.setdefault(r.sha256, ReleaseState(r.name, r.version, r.sha256, r.rollout))
+            state = self.states.setdefault(key, ReleaseState(r.name, r.version, r.sha256, r.rollout))
             try:
-                self._loaded[r.sha256] = await self._load(r)
+                self._loaded[key] = await self._load(r)
                 state.state, state.error = "loaded", None
             except TamperedBlob as exc:
                 # The bytes that arrived are not the release's: refuse them, fetch again later.
@@ -132,8 +138,8 @@ class ModelShelf:
                 state.state, state.error = "unavailable", f"{type(exc).__name__}: {exc}"
                 retry = True
         for r in releases:
-            if r.sha256 in self.states:
-                self.states[r.sha256].rollout = r.rollout
+            if release_id(r) in self.states:
+                self.states[release_id(r)].rollout = r.rollout
         self._point(releases)
         self.reconciled += 1
         return retry
@@ -143,9 +149,14 @@ class ModelShelf:
         for name in names:
             slot = self.slots.setdefault(name, Slot())
             mine = sorted((r for r in releases if r.name == name), key=lambda r: r.released_at)
-            loaded = [self._loaded[r.sha256] for r in mine if r.sha256 in self._loaded]
+            # Pair each loaded model with its release as it is now (its rollout may have changed).
+            loaded = [
+                Loaded(r, self._loaded[release_id(r)].model) for r in mine if release_id(r) in self._loaded
+            ]
             active = [m for m in loaded if m.release.rollout == "active"]
-            if active and (slot.active is None or active[-1].release.sha256 != slot.active.release.sha256):
+            if active and (
+                slot.active is None or release_id(active[-1].release) != release_id(slot.active.release)
+            ):
                 slot.previous, slot.active = slot.active, active[-1]
             canaries = [m for m in loaded if m.release.rollout == "canary"]
             slot.canary = canaries[-1] if canaries else None
@@ -187,8 +198,12 @@ class ModelShelf:
             serving = [
                 role
                 for role, m in (("active", slot.active), ("previous", slot.previous), ("canary", slot.canary))
-                if m is not None and m.release.sha256 == st.sha256
-            ] + ["shadow" for m in slot.shadows if m.release.sha256 == st.sha256]
+                if m is not None and (m.release.version, m.release.sha256) == (st.version, st.sha256)
+            ] + [
+                "shadow"
+                for m in slot.shadows
+                if (m.release.version, m.release.sha256) == (st.version, st.sha256)
+            ]
             out.append({**st.__dict__, "serving": serving})
         return out
 

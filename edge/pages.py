@@ -18,6 +18,7 @@ import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -31,6 +32,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from edge.follower import BucketFollower
 from edge.i18n import COOKIE, LANG_NAMES, LANGS, Translator, negotiate
+from edge.insights import Insights
 from edge.metrics import EdgeMetrics
 from edge.ratelimit import TokenBuckets
 from edge.readmodel import ReadModel
@@ -65,8 +67,10 @@ class Pages:
         model: ReadModel,
         followers: list[BucketFollower],
         metrics: EdgeMetrics,
+        insights: Insights,
     ) -> None:
         self.settings = settings
+        self.insights = insights
         self.model = model
         self.followers = followers
         self.metrics = metrics
@@ -164,23 +168,46 @@ class Pages:
         now = self.settings.clock()
         age = self.data_age_s()
         stale = age > self.settings.stale_after_s
-        minute = int(now // 60)
         key = (
             s.tracking_number,
             s.version,
             order.placed_at if order else None,
             t.lang,
             unlocked,
-            minute,
+            int(now // 60),  # "N minutes ago"
             stale,
             unlock_error,
             self.template_version,
+            self.followers[0].status.cursor,  # catalog, co-purchase, model releases
+            self.insights.shelf.reconciled,  # models swapped in
+            self.insights.stock.flips if unlocked else 0,  # what is in stock, for suggestions
         )
         hit = self.cache.get(key)
         if hit is not None:
             self.metrics.page_cache.labels("hit").inc()
             return hit
         self.metrics.page_cache.labels("miss").inc()
+        html = self.render(
+            "track.html",
+            t,
+            **self._track_context(s, order, t, now, age, stale, unlocked),
+            unlock_error=unlock_error,
+        )
+        etag = '"' + hashlib.blake2b(repr(key).encode(), digest_size=10).hexdigest() + '"'
+        rendered = Rendered(html.encode(), etag)
+        self.cache[key] = rendered
+        return rendered
+
+    def _track_context(
+        self,
+        s: Shipment,
+        order: Order | None,
+        t: Translator,
+        now: float,
+        age: float,
+        stale: bool,
+        unlocked: bool,
+    ) -> dict[str, Any]:
         events = [
             {
                 "status_text": t.status(e.status),
@@ -191,36 +218,42 @@ class Pages:
             }
             for e in reversed(s.events)
         ]
+        finished = s.status in ("delivered", "returned", "expired")
+        eta = None
+        if s.eta and not finished:
+            eta = t.day(s.eta)
+        elif not finished and (band := self.insights.eta_band(s, order)) is not None:
+            p10, p50, p90 = band
+            eta = t("eta_band", p50=t.when(p50), p10=t.when(p10), p90=t.when(p90)) + f" ({t('eta_model')})"
         order_view = None
+        suggestions: list[dict[str, Any]] = []
         if unlocked and order is not None:
-            items = []
+            history = self.insights.history(order)
+            risky = self.insights.risky_lines(order, history)
+            lines = []
             for line in order.lines:
                 product = self.product(line.sku)
-                items.append(
-                    {"qty": line.qty, "name": product.name if product else line.sku, "fit_help": False}
-                )
-            order_view = {"city": order.city, "lines": items}
-        finished = s.status in ("delivered", "returned", "expired")
-        html = self.render(
-            "track.html",
-            t,
-            s=s,
-            status_text=t.status(s.status),
-            eta=t.day(s.eta) if s.eta and not finished else None,
-            updated_ago=t.ago(now - s.updated_at.timestamp()),
-            events=events,
-            data_age=t.ago(age) if age != float("inf") else "—",
-            stale=stale,
-            order=order_view,
-            can_unlock=order is not None and not unlocked,
-            unlock_error=unlock_error,
-            returns_url=self.settings.returns_url,
-            recommendations=[],
-        )
-        etag = '"' + hashlib.blake2b(repr(key).encode(), digest_size=10).hexdigest() + '"'
-        rendered = Rendered(html.encode(), etag)
-        self.cache[key] = rendered
-        return rendered
+                name = product.name if product else line.sku
+                lines.append({"qty": line.qty, "name": name, "fit_help": line.sku in risky})
+            order_view = {"city": order.city, "lines": lines}
+            at = datetime.fromtimestamp(now, UTC)
+            suggestions = [
+                {"name": r.name, "price": t.money(r.price), "hint": t("due_again") if r.due else ""}
+                for r in self.insights.recommendations(order, history, at)
+            ]
+        return {
+            "s": s,
+            "status_text": t.status(s.status),
+            "eta": eta,
+            "updated_ago": t.ago(now - s.updated_at.timestamp()),
+            "events": events,
+            "data_age": t.ago(age) if age != float("inf") else "—",
+            "stale": stale,
+            "order": order_view,
+            "can_unlock": order is not None and not unlocked,
+            "returns_url": self.settings.returns_url,
+            "recommendations": suggestions,
+        }
 
     def html(
         self, body: bytes | str, status: int = 200, headers: Mapping[str, str] | None = None
