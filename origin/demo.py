@@ -19,9 +19,10 @@ from pathlib import Path
 import httpx
 
 from models.world import World, WorldSpec, world_now
+from origin.links import tracking_link
 from origin.orders import PrivacyKeys
 from origin.seed import seed_world
-from origin.settings import dev_secrets
+from origin.settings import OriginSettings, dev_secrets
 from origin.store import open_store
 
 
@@ -131,11 +132,14 @@ def print_urls(
     origin_url: str, edges: dict[str, str], summary: dict[str, object], env: dict[str, str], root: Path
 ) -> None:
     samples: dict[str, list[str]] = summary["samples"]  # type: ignore[assignment]
+    link_settings = OriginSettings(data_dir=root, link_secret=env["WAYPOST_LINK_SECRET"].encode())
     lines = ["", "waypost demo is running (Ctrl-C stops everything)", f"  data: {root}", ""]
     for region, url in edges.items():
         lines.append(f"  edge {region}: {url}")
         for tn in samples[region][:3]:
             lines.append(f"    tracking page  {url}/track/{tn}")
+        signed = tracking_link(link_settings, samples[region][0], 30, base=url)
+        lines.append(f"    signed link    {signed}   (opens the order details: items, city, suggestions)")
         lines.append(f"    JSON           {url}/v1/track/{samples[region][0]}")
         lines.append(f"    sync status    {url}/v1/sync/status")
     token = env["WAYPOST_EDGE_TOKEN"]

@@ -39,7 +39,11 @@ def test_demo_starts_origin_and_edges_and_its_urls_work(tmp_path: Path) -> None:
                     ready = json.loads(line.removeprefix("DEMO-READY "))
                     break
             assert ready is not None, "".join(output)
-            assert "tracking page" in "".join(output)
+            text = "".join(output)
+            assert "tracking page" in text and "signed link" in text
+            signed = next(line.split()[2] for line in output if "signed link" in line)
+            unlocked = httpx.get(signed, timeout=10)
+            assert unlocked.status_code == 200 and "Your order" in unlocked.text
             for region, url in ready["edges"].items():
                 tn = ready["samples"][region][0]
                 page = httpx.get(f"{url}/track/{tn}", timeout=10)
