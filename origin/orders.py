@@ -124,9 +124,21 @@ def create_order(tx: Tx, order: NewOrder, keys: PrivacyKeys) -> Order:
     return record_order(tx, order, region, keys)
 
 
-def record_order(tx: Tx, order: NewOrder, region: str, keys: PrivacyKeys) -> Order:
-    """Keep the personal data here and publish the minimized order to the region's edges."""
-    placed = (order.placed_at or datetime.fromtimestamp(tx.now, UTC)).astimezone(UTC)
+@dataclass(frozen=True)
+class PreparedOrder:
+    """An order ready to store: its private row and the public entity, encoded."""
+
+    order_id: str
+    region: str
+    pii: bytes
+    lines: bytes
+    placed_at: float
+    public: Order
+
+
+def prepare_order(order: NewOrder, region: str, keys: PrivacyKeys, now: float) -> PreparedOrder:
+    """Split an order into what stays here and the minimized order edges get (no I/O)."""
+    placed = (order.placed_at or datetime.fromtimestamp(now, UTC)).astimezone(UTC)
     public = Order(
         order_id=order.order_id,
         customer_ref=customer_ref(keys.pii_key, order.customer),
@@ -138,21 +150,31 @@ def record_order(tx: Tx, order: NewOrder, region: str, keys: PrivacyKeys) -> Ord
         lines=order.lines,
         placed_at=placed,
     )
+    return PreparedOrder(
+        order_id=order.order_id,
+        region=region,
+        pii=_private_encoder.encode(Private(customer=order.customer, destination=order.destination)),
+        lines=_lines_encoder.encode(order.lines),
+        placed_at=placed.timestamp(),
+        public=public,
+    )
+
+
+def save_order(tx: Tx, p: PreparedOrder) -> Order:
     cur = tx.execute(
         "INSERT INTO customer_order (order_id, region, pii, lines, placed_at) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (order_id) DO NOTHING",
-        (
-            order.order_id,
-            region,
-            _private_encoder.encode(Private(customer=order.customer, destination=order.destination)),
-            _lines_encoder.encode(order.lines),
-            placed.timestamp(),
-        ),
+        (p.order_id, p.region, p.pii, p.lines, p.placed_at),
     )
     if cur.rowcount == 0:
-        raise Conflict(f"order_id {order.order_id!r} exists already", code="order_exists")
-    tx.put(region_bucket(region), ChangeKinds.ORDER, order.order_id, encode_entity(public))
-    return public
+        raise Conflict(f"order_id {p.order_id!r} exists already", code="order_exists")
+    tx.put(region_bucket(p.region), ChangeKinds.ORDER, p.order_id, encode_entity(p.public))
+    return p.public
+
+
+def record_order(tx: Tx, order: NewOrder, region: str, keys: PrivacyKeys) -> Order:
+    """Keep the personal data here and publish the minimized order to the region's edges."""
+    return save_order(tx, prepare_order(order, region, keys, tx.now))
 
 
 def order_lines(tx: Tx, order_id: str) -> tuple[str, list[Line]] | None:

@@ -8,6 +8,7 @@ by" and the like, e-mail addresses and phone numbers are masked.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 MASK = "***"
 
@@ -85,6 +86,7 @@ def _mask_signer(m: re.Match[str]) -> str:
     return m.group("lead") + MASK
 
 
+@lru_cache(maxsize=8192)  # carrier texts repeat a lot; the result depends on the text alone
 def scrub_text(text: str) -> str:
     """Mask personal data in carrier free text: signer names, e-mails, phone numbers."""
     text = _EMAIL.sub(MASK, text)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -11,7 +15,16 @@ import msgspec
 from models.world import Order as WorldOrder
 from models.world import World
 from origin import copurchase, ledger, registry
-from origin.orders import Address, Customer, Destination, NewOrder, PrivacyKeys, record_order
+from origin.orders import (
+    Address,
+    Customer,
+    Destination,
+    NewOrder,
+    PreparedOrder,
+    PrivacyKeys,
+    prepare_order,
+    save_order,
+)
 from origin.sanitize import scrub_text
 from origin.store import Store, Tx
 from sync.entities import (
@@ -68,6 +81,46 @@ def store_order(o: WorldOrder) -> NewOrder:
     )
 
 
+Row = tuple[str, str, bytes, PreparedOrder | None]  # bucket, tracking number, shipment body, order
+_WORLD: dict[str, Any] = {}  # what forked generator processes inherit
+
+
+def _generate(chunk: tuple[int, int]) -> tuple[int, list[Row]]:
+    """Shipments `start`..`stop` and their orders, sanitized and encoded (CPU only, no I/O)."""
+    world: World = _WORLD["world"]
+    keys: PrivacyKeys | None = _WORLD["keys"]
+    now: float = _WORLD["now"]
+    start, stop = chunk
+    regions = {s.site_id: s.region for s in world.sites}
+    pairs = zip(islice(world.shipments(start), stop - start), world.orders(start), strict=False)
+    rows: list[Row] = []
+    for s, o in pairs:
+        order = None if keys is None else prepare_order(store_order(o), o.region, keys, now)
+        rows.append(
+            (region_bucket(regions[s.site_id]), s.tracking_number, encode_entity(_sanitized(s)), order)
+        )
+    return stop, rows
+
+
+def _generated(
+    world: World, chunks: list[tuple[int, int]], keys: PrivacyKeys | None, now: float
+) -> Iterator[tuple[int, list[Row]]]:
+    """Generate chunks in other processes while this one writes (in order), when it pays."""
+    _WORLD.update(world=world, keys=keys, now=now)
+    workers = max(1, (os.cpu_count() or 2) - 1)
+    if len(chunks) < 4 or multiprocessing.get_start_method() != "fork":
+        yield from map(_generate, chunks)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[tuple[int, list[Row]]]] = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(_generate, chunk))
+            if len(pending) > 2 * workers:  # a bounded lead: memory stays flat however big
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def seed_world(store: Store, world: World, keys: PrivacyKeys | None = None) -> dict[str, Any]:
     """Create the world, or extend it with the shipments not yet seeded; return a summary.
 
@@ -104,24 +157,17 @@ def seed_world(store: Store, world: World, keys: PrivacyKeys | None = None) -> d
 
     with store.reader() as r:
         start = _meta_int(r, "seeded_shipments")
-    regions = {s.site_id: s.region for s in world.sites}
-    pairs = zip(world.shipments(start), world.orders(start), strict=True)
-    for batch in _batches(pairs, BATCH):
+    chunks = [(i, min(i + BATCH, world.spec.shipments)) for i in range(start, world.spec.shipments, BATCH)]
+    for stop, rows in _generated(world, chunks, keys, store.clock()):
         with store.transaction() as tx:
-            for s, o in batch:
-                if keys is not None:
-                    record_order(tx, store_order(o), o.region, keys)
-                tx.put(
-                    region_bucket(regions[s.site_id]),
-                    ChangeKinds.SHIPMENT,
-                    s.tracking_number,
-                    encode_entity(_sanitized(s)),
-                )
-            start += len(batch)
+            for bucket, tn, shipment, order in rows:
+                if order is not None:
+                    save_order(tx, order)
+                tx.put(bucket, ChangeKinds.SHIPMENT, tn, shipment)
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ('seeded_shipments', ?)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(start),),
+                (str(stop),),
             )
     with store.transaction() as tx:
         registry.register_shipped(tx)
