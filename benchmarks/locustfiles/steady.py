@@ -1,7 +1,7 @@
-"""Shoppers on tracking pages at a fixed rate: HTML pages, JSON lookups and unknown numbers.
+"""Shoppers on tracking pages at a fixed rate: HTML pages, pages unlocked by a signed link
+(order, recommendations), JSON lookups and unknown numbers.
 
-`MIX` names each kind of request with its weight; the runner may pass other weights
-(`params["mix"]`). The page issue adds unlocked pages here as one more kind.
+`MIX` names each kind of request; the runner passes the weights (`params["mix"]`).
 """
 
 from __future__ import annotations
@@ -15,12 +15,17 @@ from benchmarks.locustfiles.common import PARAMS, PacedUser
 
 NUMBERS: list[str] = PARAMS["tracking_numbers"]
 UNKNOWN: list[str] = PARAMS["unknown_numbers"]
+UNLOCKED: list[list[str]] = PARAMS["unlocked"]  # [tracking number, path with ?t=<signed token>]
 
 
 class Shopper(PacedUser):
     def track_html(self) -> None:
         tn = random.choice(NUMBERS)
         self.timed_get(f"/track/{tn}", "track html", must_contain=tn)
+
+    def track_unlocked(self) -> None:
+        _tn, path = random.choice(UNLOCKED)
+        self.timed_get(path, "track unlocked", must_contain='id="order"')
 
     def track_json(self) -> None:
         self.timed_get(f"/v1/track/{random.choice(NUMBERS)}", "track json", must_contain='"status"')
@@ -36,6 +41,7 @@ class Shopper(PacedUser):
 
 MIX: dict[str, Callable[[Shopper], None]] = {
     "track html": Shopper.track_html,
+    "track unlocked": Shopper.track_unlocked,
     "track json": Shopper.track_json,
     "track 404": Shopper.track_404,
 }

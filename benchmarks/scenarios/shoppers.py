@@ -1,14 +1,15 @@
 """`steady` and `burst`: shoppers on an edge's tracking pages.
 
-`steady` sends the page mix at one fixed rate and reports intended-time percentiles per kind,
-then (with wrk) the edge's maximum throughput for JSON and HTML lookups as a fraction of the
-bare-Starlette ceiling measured in the same run. `burst` runs the same mix through a base → 10×
-→ base shape and reports each phase, counting shed requests (429/503 with Retry-After) apart
-from timeouts.
+`steady` sends the page mix (plain and link-unlocked pages, JSON lookups, unknown numbers) at
+one fixed rate and reports intended-time percentiles per kind, then (with wrk) the edge's
+maximum throughput for JSON and HTML lookups as a fraction of the bare-Starlette ceiling
+measured in the same run. `burst` runs the same mix through a base → 10× → base shape and
+reports each phase, counting shed requests (429/503 with Retry-After) apart from timeouts.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -28,17 +29,23 @@ from benchmarks.stack import (
 )
 from benchmarks.throughput import measure_throughput, paths_target, wrk_available
 from benchmarks.workload import sample_shipments, unknown_numbers
+from sync.links import sign_token
 
-# Request kinds and their weights; the page issue adds "track unlocked" (a signed link).
-MIX: dict[str, float] = {"track html": 6, "track json": 3, "track 404": 1}
+# Request kinds and their weights (the locustfile names what each one does).
+MIX: dict[str, float] = {"track html": 5, "track unlocked": 1, "track json": 3, "track 404": 1}
+UNLOCKED_LINKS = 500
 OUTCOMES = ("ok", "shed", "shed_without_retry_after", "timeout", "connection", "error")
 
 
 def shopper_params(run: Run, served: Served, per_user_rate: float) -> dict[str, Any]:
     numbers = [tn for tn, _ in sample_shipments(served.world, WRK_PATHS, served.region)]
     assert numbers, f"the world has no shipments in region {served.region!r}"
+    secret = run.env["WAYPOST_LINK_SECRET"].encode()
+    expires = int(time.time()) + 86400
+    unlocked = [[tn, f"/track/{tn}?t={sign_token(secret, tn, expires)}"] for tn in numbers[:UNLOCKED_LINKS]]
     return {
         "tracking_numbers": numbers,
+        "unlocked": unlocked,
         "unknown_numbers": unknown_numbers(500),
         "per_user_rate": per_user_rate,
         "mix": MIX,
@@ -160,5 +167,5 @@ BURST = Scenario(
     name="burst",
     summary="the delivery-window spike: base rate, ×10 for 60 s, back; percentiles per phase",
     measure=measure_burst,
-    defaults=Defaults(shipments=100_000, rate=50, duration=100),
+    defaults=Defaults(shipments=100_000, rate=100, duration=100),
 )

@@ -115,10 +115,16 @@ def _row(result: dict[str, Any], name: str) -> dict[str, Any]:
     return row
 
 
-def _measured(row: dict[str, Any]) -> None:
+def _measured(row: dict[str, Any], *, may_shed: bool = False) -> None:
+    """Answered requests with ordered percentiles; errors only where the edge may shed load."""
     assert row["requests"] > 0 and row["rps"] > 0, row
-    assert row["errors"] == 0, row
+    assert may_shed or row["errors"] == 0, row
     assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"] <= row["p999_ms"], row
+
+
+def _only_shed(result: dict[str, Any]) -> None:
+    """On this shared machine an edge may shed (503 + Retry-After); nothing else may fail."""
+    assert set(result["figures"]["outcomes"]) <= {"ok", "shed"}, result["figures"]["outcomes"]
 
 
 def _wrk_checked(result: dict[str, Any], *rows: str) -> None:
@@ -130,7 +136,7 @@ def _wrk_checked(result: dict[str, Any], *rows: str) -> None:
     assert result["ceiling_rps"] > 0
     for name in rows:
         row = _row(result, name)
-        _measured(row)
+        _measured(row, may_shed=name.startswith("max: track"))
         assert row["ceiling_ratio"] > 0, row
         assert row["server_cpu_s_per_request"] > 0, row
 
@@ -152,8 +158,9 @@ def test_ceiling_measures_a_bare_starlette_endpoint(runs: dict[str, Finished]) -
 def test_steady_reports_each_kind_and_the_edge_against_the_ceiling(runs: dict[str, Finished]) -> None:
     result = _completed(runs, "steady")
     assert result["world"]["shipments"] == 600
-    for name in ("track html", "track json", "track 404", "all"):
-        _measured(_row(result, name))
+    for name in ("track html", "track unlocked", "track json", "track 404", "all"):
+        _measured(_row(result, name), may_shed=True)
+    _only_shed(result)
     assert _row(result, "all")["server_cpu_s_per_request"] > 0
     assert result["figures"]["outcomes"].get("ok", 0) > 0
     assert runs["steady"].out_dir is not None
