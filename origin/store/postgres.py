@@ -17,10 +17,11 @@ row (PostgreSQL's EvalPlanQual) instead of a stale snapshot:
   `INSERT … ON CONFLICT DO NOTHING`, which waits for a concurrent inserter of the same key and
   then sees its row: a retry in another process is a replay, never a second effect.
 - Read-modify-write of an entity (a shipment's timeline) goes through
-  `Tx.get(…, for_update=True)`: `SELECT … FOR UPDATE` plus a transaction-scoped advisory lock on
-  (kind, key). The advisory lock also covers an entity that does not exist yet, which a row lock
-  cannot: a webhook parking an event for a tracking number that another process is registering
-  at that moment waits for it, and then finds the shipment instead of parking the event forever.
+  `Tx.get(…, for_update=True)`: `SELECT … FOR UPDATE`, and when there is no row to lock, a
+  transaction-scoped advisory lock on (kind, key) and a second look. So a webhook parking an event
+  for a tracking number that another process is registering at that moment waits for it, and
+  then finds the shipment instead of parking the event forever (or the registration waits for
+  the webhook, and then finds the parked event).
 - The change-log tail (`Tx.flush_changes`) locks the bucket's head row with
   `SELECT … FOR UPDATE`. That waits until the previous writer of the bucket has committed, and
   every later statement of the tail takes a new snapshot that includes that commit: the head, the
@@ -231,13 +232,20 @@ class PostgresTx(Tx):
         return self._conn.execute(to_pg(sql), tuple(params))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if len(rows) == 1:  # the usual change-log row: a pipeline would cost more than it saves
+            self.execute(sql, rows[0])
+            return
         with self._conn.cursor() as cur:
             cur.executemany(to_pg(sql), rows)  # pipelined: one round trip for the batch
 
     def get(self, kind: str, key: str, *, for_update: bool = False) -> tuple[str, bytes] | None:
-        if for_update:
+        found = super().get(kind, key, for_update=for_update)
+        if found is None and for_update and self.pending.lookup(kind, key) is None:
+            # No row to lock: take the entity's advisory lock, then look again with a snapshot
+            # taken after it (whoever held it has committed by now).
             self.execute("SELECT pg_advisory_xact_lock(?)", (entity_lock_id(kind, key),))
-        return super().get(kind, key, for_update=for_update)
+            found = super().get(kind, key, for_update=True)
+        return found
 
     def lock_bucket(self, bucket: str) -> tuple[int, int]:
         query = "SELECT head, checksum FROM bucket WHERE bucket = ? FOR UPDATE"
@@ -355,7 +363,7 @@ class PostgresStore(Store):
             try:
                 yield tx
                 tx.flush_changes()
-                if tx.committed_heads:
+                if tx.committed_heads:  # delivered at COMMIT, in commit order
                     heads = json.dumps(tx.committed_heads)
                     conn.execute("SELECT pg_notify(%s, %s)", (self.channel, heads))
             except BaseException:
