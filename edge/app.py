@@ -16,7 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from edge import pages
+from edge import pages, routing
+from edge.decisions import DecisionStore
 from edge.follower import BucketFollower
 from edge.inference import ModelShelf
 from edge.insights import Insights
@@ -89,7 +90,8 @@ def create_app(settings: EdgeSettings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         replica = Replica(settings.data_dir / "replica.sqlite3")
         customers, stock, held = CustomerOrders(), RegionStock(), HeldAtSite()
-        model = ReadModel([customers, stock, held])
+        held_orders = routing.HeldOrders()
+        model = ReadModel([customers, stock, held, held_orders])
         http = httpx.AsyncClient(
             base_url=settings.origin_url,
             timeout=httpx.Timeout(10.0),
@@ -121,9 +123,16 @@ def create_app(settings: EdgeSettings) -> Starlette:
         app.state.metrics = metrics
         insights = Insights(model, shelf, *settings.buckets, customers, stock, held)
         app.state.pages = pages.Pages(settings, model, followers, metrics, insights)
+        decisions = DecisionStore(settings.data_dir / "decisions.sqlite3")
+        router = routing.Router(
+            settings, model, shelf, held_orders, decisions, client, metrics, lambda: followers[1].status.ready
+        )
+        await router.outbox.load()
+        app.state.router = router
         tasks = [asyncio.create_task(f.run(), name=f"follow {f.bucket}") for f in followers]
         tasks.append(asyncio.create_task(lag.run(), name="loop lag"))
         tasks.append(asyncio.create_task(shelf.run(), name="models"))
+        tasks.append(asyncio.create_task(router.outbox.run(), name="outbox"))
         try:
             yield
         finally:
@@ -132,6 +141,7 @@ def create_app(settings: EdgeSettings) -> Starlette:
             await asyncio.gather(*tasks, return_exceptions=True)
             await http.aclose()
             replica.close()
+            decisions.close()
 
     routes = [
         Route("/healthz", healthz),
@@ -142,6 +152,8 @@ def create_app(settings: EdgeSettings) -> Starlette:
         Route("/track/{tracking_number}", pages.track_page),
         Route("/track/{tracking_number}/unlock", pages.unlock, methods=["POST"]),
         Route("/v1/track/{tracking_number}", pages.track_json),
+        Route("/v1/route", routing.route, methods=["POST"]),
+        Route("/v1/decisions/{decision_id}", routing.decision),
     ]
     lag = LoopLag()
     middleware = [

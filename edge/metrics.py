@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -118,3 +118,32 @@ class EdgeMetrics:
         self.not_modified = Counter("waypost_page_not_modified", "304 answers to If-None-Match", registry=r)
         self.throttled = Counter("waypost_throttled", "429 answers, by limit", ["limit"], registry=r)
         self.unlock_failed = Counter("waypost_unlock_failed", "Wrong postcodes", registry=r)
+        # Routing (edge/routing.py, edge/outbox.py)
+        self.route_decisions = Counter(
+            "waypost_route_decisions",
+            "POST /v1/route answers by outcome: confirmed, provisional, repeated, or the error code "
+            "(insufficient_stock, invalid_body, unknown_sku, unauthorized, …)",
+            ["outcome"],
+            registry=r,
+        )
+        self.route_seconds = Histogram(
+            "waypost_route_seconds",
+            "Time to answer POST /v1/route, holds at the origin included",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5),
+            registry=r,
+        )
+        self.shadow_decisions = Counter(
+            "waypost_shadow_decisions",
+            "Decisions a shadow model also scored; agreed=true when it chose the same sites",
+            ["model", "version", "agreed"],
+            registry=r,
+        )
+        self.outbox_depth = Gauge(
+            "waypost_outbox_depth", "Provisional decisions waiting to be replayed at the origin", registry=r
+        )
+        self.outbox_events = Counter(
+            "waypost_outbox_events",
+            "Outbox replays and re-routes: replayed, unreachable, refused, rerouted, unfilled",
+            ["event"],
+            registry=r,
+        )

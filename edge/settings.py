@@ -33,6 +33,9 @@ class EdgeSettings:
     max_lag_s: float = 0.25  # event-loop lag past which new requests are shed (503)
     feed_limit: int = 500
     feed_wait_s: int = 20
+    hold_ttl_s: int = 900  # how long the origin keeps a routing decision's hold
+    reserve_timeout_s: float = 2.0  # a hold request slower than this leaves the decision provisional
+    outbox_retry_max_s: float = 5.0  # the longest wait between replays while the origin is away
     clock: Callable[[], float] = field(default=time.time, compare=False)
 
     @property

@@ -134,6 +134,18 @@ def print_urls(
     samples: dict[str, list[str]] = summary["samples"]  # type: ignore[assignment]
     link_settings = OriginSettings(data_dir=root, link_secret=env["WAYPOST_LINK_SECRET"].encode())
     lines = ["", "waypost demo is running (Ctrl-C stops everything)", f"  data: {root}", ""]
+    routable: dict[str, tuple[str, float, float]] = {}  # region → a sku in stock there, its centre
+    store = open_store(None, root / "origin", time.time)
+    try:
+        with store.reader() as r:
+            for sku, region, lat, lon, _ in r.execute(
+                "SELECT s.sku, g.name, g.lat, g.lon, max(s.on_hand - s.reserved) FROM stock_level s"
+                " JOIN site_region sr ON sr.site_id = s.site_id JOIN region g ON g.name = sr.region"
+                " GROUP BY s.sku, g.name ORDER BY max(s.on_hand - s.reserved) DESC, s.sku"
+            ).fetchall():
+                routable.setdefault(region, (sku, lat, lon))
+    finally:
+        store.close()
     for region, url in edges.items():
         lines.append(f"  edge {region}: {url}")
         for tn in samples[region][:3]:
@@ -142,6 +154,18 @@ def print_urls(
         lines.append(f"    signed link    {signed}   (opens the order details: items, city, suggestions)")
         lines.append(f"    JSON           {url}/v1/track/{samples[region][0]}")
         lines.append(f"    sync status    {url}/v1/sync/status")
+        row = routable.get(region)
+        if row is not None:
+            order = {
+                "order_id": f"demo-{region}-1",
+                "destination": {"lat": round(row[1] + 0.02, 4), "lon": round(row[2] - 0.03, 4)},
+                "lines": [{"sku": row[0], "qty": 2}],
+            }
+            lines.append(
+                f"    route          curl -X POST {url}/v1/route"
+                f" -H 'Authorization: Bearer {env['WAYPOST_STORE_TOKEN']}'"
+                f" -H 'Content-Type: application/json' -d '{json.dumps(order)}'"
+            )
     token = env["WAYPOST_EDGE_TOKEN"]
     lines += [
         "",
