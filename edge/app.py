@@ -43,11 +43,15 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """200 once the replica is bootstrapped and the model releases it lists were tried once
+    (loaded, or refused, or unreachable), so the first decisions do not fall back by accident."""
     followers: list[BucketFollower] = request.app.state.followers
-    ready = all(f.status.ready for f in followers)
+    shelf: ModelShelf = request.app.state.shelf
+    replica = all(f.status.ready for f in followers)
+    models = replica and shelf.settled()
     return json_response(
-        {"ready": ready, "buckets": {f.bucket: f.status.ready for f in followers}},
-        200 if ready else 503,
+        {"ready": models, "buckets": {f.bucket: f.status.ready for f in followers}, "models": models},
+        200 if models else 503,
     )
 
 

@@ -178,6 +178,16 @@ class ModelShelf:
         log.info("loaded %s %s (%s)", r.name, r.version, r.rollout)
         return Loaded(r, served)
 
+    def settled(self) -> bool:
+        """Every release the replica lists was tried (loaded, refused or unreachable)."""
+        if self._wake.is_set():
+            return False
+        for r in self.releases():
+            state = self.states.get(release_id(r))
+            if r.rollout != "retired" and (state is None or state.state == "pending"):
+                return False
+        return True
+
     def pick(self, name: str, order_id: str) -> tuple[Loaded | None, list[Loaded]]:
         """The release that decides for this order (canary or active), and the shadows."""
         slot = self.slots.get(name)
