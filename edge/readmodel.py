@@ -1,8 +1,8 @@
 """The edge's in-memory read model: each entity kept as its encoded bytes, plus a few views.
 
 Pages decode a shipment when they render it; holding bytes rather than objects keeps a region
-of a million shipments within memory (about a kilobyte each). It changes only after the
-replica committed, and a re-bootstrapped bucket is swapped in whole.
+of a million shipments within memory, and shipments and orders are kept packed (`sync.bodies`).
+It changes only after the replica committed, and a re-bootstrapped bucket is swapped in whole.
 
 A `View` keeps something derived from one kind of entity up to date as changes arrive (the
 orders of each customer, stock per sku across the region), so a page or a decision never scans
@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from sync.bodies import unpack
 from sync.entities import ChangeKinds, decode_entity
 from sync.replica import Applied
 
@@ -44,10 +45,13 @@ class ReadModel:
             self._views.setdefault(view.kind, []).append(view)
 
     def table(self, bucket: str, kind: str) -> Table:
+        """A kind's bodies as stored: packed for `sync.bodies.PACKED_KINDS` (use `get` for those)."""
         return self._buckets.setdefault(bucket, {}).setdefault(kind, {})
 
     def get(self, bucket: str, kind: str, key: str) -> bytes | None:
-        return self._buckets.get(bucket, {}).get(kind, {}).get(key)
+        """An entity's MessagePack body, unpacked."""
+        stored = self._buckets.get(bucket, {}).get(kind, {}).get(key)
+        return None if stored is None else unpack(stored)
 
     def count(self, bucket: str, kind: str) -> int:
         return len(self._buckets.get(bucket, {}).get(kind, {}))
@@ -59,7 +63,7 @@ class ReadModel:
             views = self._views.get(a.kind)
             old = table.get(a.key)
             if views and old is not None:
-                entity = decode_entity(a.kind, old)
+                entity = decode_entity(a.kind, unpack(old))
                 for v in views:
                     v.remove(a.key, entity)
             if a.body is None:
@@ -67,7 +71,7 @@ class ReadModel:
             else:
                 table[a.key] = a.body
                 if views:
-                    entity = decode_entity(a.kind, a.body)
+                    entity = decode_entity(a.kind, unpack(a.body))
                     for v in views:
                         v.add(a.key, entity)
 
@@ -82,7 +86,7 @@ class ReadModel:
                 for v in views:
                     v.reset()
                 for key, body in kinds[kind].items():
-                    entity = decode_entity(kind, body)
+                    entity = decode_entity(kind, unpack(body))
                     for v in views:
                         v.add(key, entity)
 

@@ -5,6 +5,9 @@ bucket checksum the page announces matches the one the replica computes from its
 hashes. A page that fails (a changed byte, a dropped change) is rolled back whole: nothing of
 it is kept, and the caller learns which check failed. A bootstrap stages a snapshot in a side
 table and swaps it in at once, so readers see the old state until the new one is complete.
+
+Shipments and orders are stored packed (`sync.bodies`); hashes are always of the exact bytes
+the origin shipped.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sync import checksum as cks
+from sync.bodies import pack
 from sync.wire import FeedPage, SnapshotHeader, SnapshotRow
 
 _SCHEMA = """
@@ -63,7 +67,7 @@ class Applied:
 
     kind: str
     key: str
-    body: bytes | None  # None: deleted
+    body: bytes | None  # as stored (see sync.bodies); None: deleted
 
 
 class Replica:
@@ -93,7 +97,7 @@ class Replica:
         return Cursor(bucket, row[0], row[1], cks.to_unsigned(row[2]), row[3])
 
     def entities(self, bucket: str) -> Iterator[tuple[str, str, bytes]]:
-        """Every (kind, key, body) of a bucket, for loading the read model."""
+        """Every (kind, key, stored body) of a bucket, for loading the read model."""
         with self.lock:
             rows = self._db.execute(
                 "SELECT kind, key, body FROM entity WHERE bucket = ?", (bucket,)
@@ -143,11 +147,12 @@ class Replica:
                 body = bytes(c.body)
                 h = cks.entity_hash(c.kind, c.key, body)
                 checksum = cks.add(checksum, h)
+                stored = pack(c.kind, body)
                 db.execute(
                     "INSERT OR REPLACE INTO entity (bucket, kind, key, body, hash) VALUES (?, ?, ?, ?, ?)",
-                    (page.bucket, c.kind, c.key, body, cks.to_signed(h)),
+                    (page.bucket, c.kind, c.key, stored, cks.to_signed(h)),
                 )
-                applied.append(Applied(c.kind, c.key, body))
+                applied.append(Applied(c.kind, c.key, stored))
             if checksum != page.checksum:
                 raise ChecksumMismatch(
                     f"bucket {page.bucket!r} at seq {page.last}:"
@@ -191,7 +196,7 @@ class Staging:
             body = bytes(row.body)
             h = cks.entity_hash(row.kind, row.key, body)
             self.checksum = cks.add(self.checksum, h)
-            staged.append((self.header.bucket, row.kind, row.key, body, cks.to_signed(h)))
+            staged.append((self.header.bucket, row.kind, row.key, pack(row.kind, body), cks.to_signed(h)))
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO staged VALUES (?, ?, ?, ?, ?)", staged)

@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from origin.app import create_app as create_origin
+from sync.bodies import unpack
 from sync.wire import FeedPage, FrameReader, encode, header_decoder, page_decoder, rows_decoder
 from tests.conftest import Edge, Origin, OriginProxy, ServerThread, wait_until
 from tests.origin.test_webhooks import event
@@ -35,7 +36,7 @@ def edge_state(edge: Edge, bucket: str) -> tuple[int, int, State]:
         rows = db.execute("SELECT kind, key, body FROM entity WHERE bucket = ?", (bucket,)).fetchall()
     finally:
         db.close()
-    return seq, checksum & (2**64 - 1), {(k, key): bytes(b) for k, key, b in rows}
+    return seq, checksum & (2**64 - 1), {(k, key): unpack(bytes(b)) for k, key, b in rows}
 
 
 def head(origin: Origin, bucket: str) -> int:

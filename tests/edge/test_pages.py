@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sync.bodies import unpack
 from tests.conftest import Edge, Origin, OriginProxy, ServerThread, wait_until
 from tests.origin.test_webhooks import event, shipment_in
 
@@ -324,6 +326,11 @@ def test_no_personal_data_reaches_the_edge_files_logs_or_pages(
     pages = edge.http.get("/track/WPPII0000001").text + edge.http.get("/v1/track/WPPII0000001").text
     assert "Your order" in pages
     files = b"".join(f.read_bytes() for f in edge.settings.data_dir.rglob("*") if f.is_file())
+    # Shipments and orders are stored packed: read them back as the edge does, too.
+    db = sqlite3.connect(edge.settings.data_dir / "replica.sqlite3")
+    files += b"".join(unpack(bytes(body)) for (body,) in db.execute("SELECT body FROM entity"))
+    db.close()
+    assert b"o-pii" in files
     secrets = [
         "Quirinus",
         "Zwiebelbacke",
