@@ -23,6 +23,7 @@ from origin.aggregators import aftership_webhook, easypost_webhook
 from origin.aggregators.ingest import AggregatorMetrics
 from origin.errors import Unauthorized, WaypostError
 from origin.http import decode_json, json_response, read_body, require
+from origin.ingest import GroupCommit
 from origin.orders import PrivacyKeys
 from origin.settings import OriginSettings
 from origin.signatures import TOLERANCE_S, verify
@@ -46,7 +47,6 @@ class Metrics:
 
 async def tracking_webhook(request: Request) -> Response:
     settings: OriginSettings = request.app.state.settings
-    store: Store = request.app.state.store
     metrics: Metrics = request.app.state.metrics
     body = await read_body(request, settings.max_webhook_bytes)
     try:
@@ -56,13 +56,8 @@ async def tracking_webhook(request: Request) -> Response:
         raise
     event = decode_json(body, shipments.TrackingEvent)
 
-    def apply() -> str:
-        with store.transaction() as tx:
-            if shipments.seen_webhook(tx, webhook_id):
-                return "replay"
-            return shipments.ingest_event(tx, event)
-
-    outcome = await to_thread.run_sync(apply)
+    writer: GroupCommit = request.app.state.writer
+    outcome = await writer.submit(webhook_id, event)
     metrics.webhooks.labels(outcome).inc()
     return json_response({"status": outcome}, 200 if outcome == "replay" else 202)
 
@@ -175,6 +170,8 @@ def create_app(settings: OriginSettings, store: Store | None = None) -> Starlett
         watch.bind(asyncio.get_running_loop())
         app.state.watch = watch
         app.state.store.on_commit(watch.committed)
+        app.state.writer = GroupCommit(app.state.store)
+        app.state.writer.start()
         tasks = [
             asyncio.create_task(housekeeping(app.state.store, 60.0)),
             asyncio.create_task(expire_holds(app.state.store, settings.expiry_interval_s)),
@@ -187,6 +184,7 @@ def create_app(settings: OriginSettings, store: Store | None = None) -> Starlett
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await to_thread.run_sync(app.state.writer.stop)
             if store is None:
                 app.state.store.close()
 

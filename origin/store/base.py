@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import secrets
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,21 @@ class Pending:
     """Entity writes of one transaction, last write per entity wins."""
 
     by_bucket: dict[str, dict[tuple[str, str], bytes | None]] = field(default_factory=dict)
+    # While a savepoint is open: what each write replaced, to undo it on rollback.
+    undo: list[tuple[str, tuple[str, str], bool, bytes | None]] | None = None
 
     def record(self, bucket: str, kind: str, key: str, body: bytes | None) -> None:
-        self.by_bucket.setdefault(bucket, {})[(kind, key)] = body
+        writes = self.by_bucket.setdefault(bucket, {})
+        if self.undo is not None:
+            self.undo.append((bucket, (kind, key), (kind, key) in writes, writes.get((kind, key))))
+        writes[(kind, key)] = body
+
+    def rollback(self, undo: list[tuple[str, tuple[str, str], bool, bytes | None]]) -> None:
+        for bucket, k, existed, body in reversed(undo):
+            if existed:
+                self.by_bucket[bucket][k] = body
+            else:
+                del self.by_bucket[bucket][k]
 
     def lookup(self, kind: str, key: str) -> tuple[str, bytes | None] | None:
         for bucket, writes in self.by_bucket.items():
@@ -62,6 +74,25 @@ class Tx(abc.ABC):
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         row: Row | None = self.execute(sql, params).fetchone()
         return row
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested unit of work: on an exception its SQL and entity writes are undone, the
+        transaction goes on (one failed item of a batch must not fail the others)."""
+        assert self.pending.undo is None, "savepoints do not nest"
+        self.pending.undo = []
+        self.execute("SAVEPOINT item")
+        try:
+            yield
+        except BaseException:
+            self.execute("ROLLBACK TO SAVEPOINT item")
+            self.execute("RELEASE SAVEPOINT item")
+            self.pending.rollback(self.pending.undo)
+            raise
+        else:
+            self.execute("RELEASE SAVEPOINT item")
+        finally:
+            self.pending.undo = None
 
     def put(self, bucket: str, kind: str, key: str, body: bytes) -> None:
         self.pending.record(bucket, kind, key, body)
