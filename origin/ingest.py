@@ -74,7 +74,9 @@ class GroupCommit:
     def _apply(self, batch: list[Item]) -> None:
         try:
             with self.store.transaction() as tx:
-                for item in batch:
+                # Shipment rows are locked in one order (a stable sort keeps each shipment's events
+                # in arrival order), so two origin processes' batches cannot deadlock.
+                for item in sorted(batch, key=lambda i: i.event.tracking_number):
                     try:
                         with tx.savepoint():
                             if shipments.seen_webhook(tx, item.webhook_id):

@@ -77,6 +77,12 @@ def stock_level(tx: Tx, site_id: str, sku: str) -> Stock:
     return Stock(site_id=site_id, sku=sku, on_hand=on_hand, reserved=reserved)
 
 
+def by_sku(lines: list[Line]) -> list[Line]:
+    """Lines in sku order: every transaction locks stock rows in the same order, so two of
+    them can never wait on each other (PostgreSQL would abort one as a deadlock)."""
+    return sorted(lines, key=lambda line: line.sku)
+
+
 def _move(
     tx: Tx,
     movement_id: str,
@@ -203,7 +209,7 @@ def reserve(
             site_id=site_id,
             lines=short,
         )
-    for line in lines:
+    for line in by_sku(lines):
         _move(
             tx,
             f"{reservation_id}:reserve:{line.sku}",
@@ -253,7 +259,7 @@ def _settle(tx: Tx, hold: Reservation, to: HoldState) -> Reservation:
         return now
     kind, dh, dr = _SETTLE[to]
     region = site_region(tx, hold.site_id)
-    for line in hold.lines:
+    for line in by_sku(hold.lines):
         _move(
             tx,
             f"{hold.reservation_id}:{kind}:{line.sku}",
@@ -313,15 +319,20 @@ def read_hold(tx: Tx, reservation_id: str) -> Reservation:
     return _require(tx, reservation_id)
 
 
-def expire_due(tx: Tx, limit: int = 500) -> int:
-    """Expire holds whose time is up (the scheduled sweep); returns how many."""
+def due_holds(tx: Tx, limit: int = 500) -> list[str]:
+    """Ids of holds whose time is up, oldest first (the sweep expires each in its own transaction)."""
     rows = tx.execute(
         "SELECT reservation_id FROM reservation WHERE state = 'held' AND expires_at <= ?"
         " ORDER BY expires_at LIMIT ?",
         (tx.now, limit),
     ).fetchall()
+    return [str(rid) for (rid,) in rows]
+
+
+def expire_due(tx: Tx, limit: int = 500) -> int:
+    """Expire holds whose time is up in this transaction; returns how many."""
     n = 0
-    for (rid,) in rows:
+    for rid in due_holds(tx, limit):
         hold = get_hold(tx, rid)
         if hold is not None and expire_if_due(tx, hold).state == "expired":
             n += 1
@@ -349,7 +360,7 @@ def ship_without_hold(tx: Tx, order_id: str, site_id: str, lines: list[Line]) ->
         raise InsufficientStock(
             f"site {site_id} cannot ship every line of {order_id}", site_id=site_id, lines=short
         )
-    for line in lines:
+    for line in by_sku(lines):
         _move(
             tx,
             f"{order_id}:ship:{site_id}:{line.sku}",
