@@ -8,6 +8,7 @@ the locale by Babel.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_skeleton, format_time, format_timedelta
@@ -191,10 +192,15 @@ def negotiate(request: Request) -> tuple[str, bool]:
     cookie = request.cookies.get(COOKIE, "")
     if cookie in LANGS:
         return cookie, False
-    for tag in parse_accept_language(request.headers.get("accept-language", "")):
+    return _from_accept_language(request.headers.get("accept-language", "")), False
+
+
+@lru_cache(maxsize=1024)  # browsers send a handful of distinct headers
+def _from_accept_language(header: str) -> str:
+    for tag in parse_accept_language(header):
         if tag in LANGS:
-            return tag, False
-    return DEFAULT, False
+            return tag
+    return DEFAULT
 
 
 class Translator:
