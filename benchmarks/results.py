@@ -51,6 +51,7 @@ class Row(msgspec.Struct, kw_only=True):
     errors: int = 0
     server_cpu_s_per_request: float | None = None
     ceiling_ratio: float | None = None
+    other_load: float | None = None  # share of the server's core used by other processes meanwhile
     note: str = ""
 
 
@@ -219,7 +220,7 @@ def table(result: Result) -> str:
             "errors",
             "srv CPU ms/req",
         ]
-        header.append("× ceiling")
+        header += ["× ceiling", "other load"]
         body = [
             [
                 r.name,
@@ -232,6 +233,7 @@ def table(result: Result) -> str:
                 str(r.errors),
                 _fmt(None if r.server_cpu_s_per_request is None else r.server_cpu_s_per_request * 1000, 3),
                 _fmt(r.ceiling_ratio, 2),
+                "–" if r.other_load is None else f"{r.other_load:.0%}",
             ]
             for r in result.rows
         ]

@@ -47,7 +47,6 @@ def seed_world(run: Run, data: Path, shipments: int, regions: int) -> World:
         shipments=shipments,
         regions=regions,
         env=run.env,
-        core=run.cores.server,
         store=run.options.store,
     )
     run.result.world = {
@@ -139,6 +138,13 @@ def check_generator(run: Run, cpu: CpuReport, tool: str) -> None:
     foreign = cpu.foreign_on_server_core
     if foreign is not None and foreign > 0.2:
         run.warn(f"{foreign:.0%} of the server core went to other processes during {tool} (shared machine)")
+
+
+def note_other_load(rows: Iterable[Row], cpu: CpuReport) -> None:
+    """Record on each row how much of the server's core other processes took meanwhile."""
+    for row in rows:
+        if cpu.foreign_on_server_core is not None:
+            row.other_load = round(cpu.foreign_on_server_core, 3)
 
 
 def cpu_per_request(cpu: CpuReport, roles: Sequence[str], requests: int) -> float | None:

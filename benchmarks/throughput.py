@@ -20,7 +20,7 @@ from benchmarks.cpu import CpuReport, CpuSampler
 from benchmarks.loadgen import WrkRun, have_wrk, run_wrk
 from benchmarks.processes import BenchmarkError, Service
 from benchmarks.results import Row
-from benchmarks.stack import check_generator, cpu_per_request, write_paths
+from benchmarks.stack import check_generator, cpu_per_request, note_other_load, write_paths
 from benchmarks.workload import sample_shipments, world_for
 
 CEILING = "ceiling: bare starlette"
@@ -125,6 +125,7 @@ def _drive(run: Run, target: WrkTarget, round_no: int) -> tuple[Row, CpuReport]:
     )
     row = wrk_row(target.name, merged, count)
     row.server_cpu_s_per_request = cpu_per_request(cpu, target.roles, count)
+    note_other_load([row], cpu)
     return row, cpu
 
 

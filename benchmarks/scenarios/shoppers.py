@@ -22,6 +22,7 @@ from benchmarks.stack import (
     Served,
     check_generator,
     cpu_per_paced_request,
+    note_other_load,
     paced_rows,
     serve_world,
     users_for,
@@ -73,6 +74,7 @@ def measure_steady(run: Run) -> None:
     cpu = sampler.report()
     check_generator(run, cpu, "locust")
     rows = paced_rows(run, locust, list(MIX))
+    note_other_load(rows, cpu)
     rows[-1].server_cpu_s_per_request = cpu_per_paced_request(sampler, [edge.role], locust)
     rows[-1].note = f"offered {run.rate:g} req/s by {users} users; latency from intended send time"
     run.result.rows += rows
@@ -135,6 +137,7 @@ def measure_burst(run: Run) -> None:
             span_s=seconds,
         )
         row.rps = round(len(mine) / seconds, 1) if seconds else 0.0
+        note_other_load([row], cpu)
         run.result.rows.append(row)
         counts = Counter(r.outcome for r in mine)
         per_phase[name] = {"seconds": seconds, "offered_rps": rate, **{k: counts.get(k, 0) for k in OUTCOMES}}

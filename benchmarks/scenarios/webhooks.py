@@ -20,6 +20,7 @@ from benchmarks.results import Target
 from benchmarks.stack import (
     check_generator,
     cpu_per_paced_request,
+    note_other_load,
     paced_rows,
     serve_world,
     users_for,
@@ -60,6 +61,7 @@ def measure_ingest(run: Run) -> None:
     cpu = sampler.report()
     check_generator(run, cpu, "locust")
     (row,) = paced_rows(run, locust, ["webhook"], total=None)
+    note_other_load([row], cpu)
     row.server_cpu_s_per_request = cpu_per_paced_request(sampler, roles, locust)
     row.note = f"offered {run.rate:g} events/s by {users} users; latency from intended send time"
     run.result.rows.append(row)
@@ -144,6 +146,7 @@ def measure_sync_lag(run: Run) -> None:
     for r in lag:
         r.method = "probe"
         r.note = "from the origin's 202" if r.name == "visible on edge" else "from the webhook's send"
+    note_other_load(rows + lag, cpu)
     run.result.rows += rows + lag
     status = httpx.get(f"{edge.url}/v1/sync/status", timeout=5).json()
     run.result.figures["edge_sync_status_at_end"] = status.get("buckets", [])
