@@ -32,6 +32,7 @@ SUITE: list[tuple[str, Options]] = [
     ("ingest", Options(shipments=10_000, rate=1000, duration=8, wrk_duration=2)),
     ("seed", Options(shipments=50_000)),
     ("memory", Options(sizes=(10_000, 30_000))),
+    ("route", Options(shipments=10_000, rate=100, duration=8)),
 ]
 
 

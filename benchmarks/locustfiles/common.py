@@ -122,3 +122,26 @@ class PacedUser(FastHttpUser):
                 r.failure(f"{outcome}: status {r.status_code}")
         record(name, intended, start, end, int(r.status_code or 0), outcome)
         return r
+
+    def timed_post(
+        self,
+        path: str,
+        name: str,
+        body: bytes,
+        headers: dict[str, str],
+        expected: tuple[int, ...] = (200, 201),
+        must_contain: str | None = None,
+    ) -> Any:
+        intended = self.due
+        start = time.time()
+        with self.client.post(path, data=body, headers=headers, name=name, catch_response=True) as r:
+            end = time.time()
+            outcome = outcome_of(r, expected)
+            if outcome == "ok" and must_contain is not None and must_contain not in (r.text or ""):
+                outcome = "error"
+            if outcome == "ok":
+                r.success()
+            else:
+                r.failure(f"{outcome}: status {r.status_code}")
+        record(name, intended, start, end, int(r.status_code or 0), outcome)
+        return r

@@ -36,6 +36,7 @@ SMOKE: dict[str, list[str]] = {
     "ingest": [*TINY, "--rate", "100", "--duration", "3", *ONE_WRK_ROUND],
     "seed": ["--shipments", "2000"],
     "memory": ["--sizes", "400"],
+    "route": [*TINY, "--rate", "20", "--duration", "3"],
 }
 ROW_FIELDS = {"name", "method", "requests", "rps", "p50_ms", "p95_ms", "p99_ms", "p999_ms", "errors"}
 
@@ -214,6 +215,14 @@ def test_memory_reports_bytes_per_shipment_and_start_times(runs: dict[str, Finis
     for s in sizes:
         assert s["rss_bytes"] > 0 and s["bootstrap_s"] > 0 and s["restart_to_ready_s"] > 0
         assert "bytes_per_shipment" in s
+
+
+def test_route_reports_decisions_at_a_paced_rate(runs: dict[str, Finished]) -> None:
+    result = _completed(runs, "route")
+    row = _row(result, "route")
+    _measured(row)
+    assert row["server_cpu_s_per_request"] > 0
+    assert any(t["what"].startswith("route p99") for t in result["targets"])
 
 
 def test_a_scenario_that_cannot_run_fails_loudly(tmp_path: Path) -> None:

@@ -1,0 +1,95 @@
+"""`route`: `POST /v1/route` on an edge at a fixed rate, each a new order with a hold at the origin.
+
+Before the run every site of the region receives plenty of the skus the load orders, so the run
+never drains them (each decision holds stock for 15 minutes); the figures are decisions that
+confirmed their holds, with the edge's and the origin's CPU per decision.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from benchmarks.context import Defaults, Run, Scenario
+from benchmarks.cpu import CpuSampler
+from benchmarks.loadgen import run_locust
+from benchmarks.results import Target
+from benchmarks.stack import (
+    check_generator,
+    cpu_per_paced_request,
+    note_other_load,
+    paced_rows,
+    serve_world,
+    users_for,
+)
+
+SKUS = 40
+REPLENISH = 100_000  # the most one movement may receive
+
+
+def replenish(run: Run, origin_url: str, sites: list[str], skus: list[str]) -> None:
+    headers = {"Authorization": f"Bearer {run.env['WAYPOST_ADMIN_TOKEN']}"}
+    with httpx.Client(base_url=origin_url, headers=headers, timeout=30) as client:
+        for site in sites:
+            for sku in skus:
+                r = client.post(
+                    "/v1/stock/movements",
+                    json={"site_id": site, "sku": sku, "kind": "receive", "qty": REPLENISH},
+                )
+                r.raise_for_status()
+
+
+def measure_route(run: Run) -> None:
+    served = serve_world(run)
+    edge = served.edge
+    assert edge is not None and edge.url is not None
+    world = served.world
+    region = next(r for r in world.regions if r.name == served.region)
+    sites = [s.site_id for s in world.sites if s.region == served.region]
+    skus = [p.sku for p in world.products[:SKUS]]
+    assert served.origin.url is not None
+    replenish(run, served.origin.url, sites, skus)
+    users, per_user = users_for(run.rate)
+    params = {
+        "skus": skus,
+        "center": [region.lat, region.lon],
+        "store_token": run.env["WAYPOST_STORE_TOKEN"],
+        "per_user_rate": per_user,
+    }
+    with httpx.Client(base_url=edge.url, timeout=30) as client:  # let the replenishment reach the edge
+        client.get("/readyz").raise_for_status()
+    with CpuSampler(served.servers(), run.cores.server) as sampler:
+        locust = run_locust(
+            run.procs,
+            sampler,
+            run.out_dir,
+            locustfile="route",
+            host=edge.url,
+            users=users,
+            duration_s=run.duration,
+            params=params,
+            env=run.env,
+        )
+    cpu = sampler.report()
+    check_generator(run, cpu, "locust")
+    rows = paced_rows(run, locust, ["route"], total=None)
+    note_other_load(rows, cpu)
+    row = rows[0]
+    row.server_cpu_s_per_request = cpu_per_paced_request(sampler, [edge.role, served.origin.role], locust)
+    row.note = f"offered {run.rate:g} decisions/s by {users} users; edge + origin CPU per decision"
+    run.result.rows += rows
+    run.result.targets.append(
+        Target(
+            what=f"route p99 at {run.rate:g} req/s",
+            target="≤ 10 ms",
+            measured=f"{row.p99_ms} ms",
+            met=row.p99_ms is not None and row.p99_ms <= 10,
+        )
+    )
+
+
+ROUTE = Scenario(
+    name="route",
+    summary="POST /v1/route at a fixed rate, each a new order confirmed with a hold at the origin",
+    measure=measure_route,
+    defaults=Defaults(shipments=20_000, rate=300, duration=30),
+)
