@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 from anyio import to_thread
@@ -30,7 +30,6 @@ from origin.signatures import TOLERANCE_S, verify
 from origin.store import Store, open_store
 
 log = logging.getLogger("waypost.origin")
-T = TypeVar("T")
 
 
 class Metrics:

@@ -15,6 +15,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,19 +110,9 @@ class PacedUser(FastHttpUser):
     def timed_get(
         self, path: str, name: str, expected: tuple[int, ...] = (200,), must_contain: str | None = None
     ) -> Any:
-        intended = self.due
-        start = time.time()
-        with self.client.get(path, name=name, catch_response=True) as r:
-            end = time.time()
-            outcome = outcome_of(r, expected)
-            if outcome == "ok" and must_contain is not None and must_contain not in (r.text or ""):
-                outcome = "error"
-            if outcome == "ok":
-                r.success()
-            else:
-                r.failure(f"{outcome}: status {r.status_code}")
-        record(name, intended, start, end, int(r.status_code or 0), outcome)
-        return r
+        return self._timed(
+            lambda: self.client.get(path, name=name, catch_response=True), name, expected, must_contain
+        )
 
     def timed_post(
         self,
@@ -132,9 +123,20 @@ class PacedUser(FastHttpUser):
         expected: tuple[int, ...] = (200, 201),
         must_contain: str | None = None,
     ) -> Any:
+        return self._timed(
+            lambda: self.client.post(path, data=body, headers=headers, name=name, catch_response=True),
+            name,
+            expected,
+            must_contain,
+        )
+
+    def _timed(
+        self, send: Callable[[], Any], name: str, expected: tuple[int, ...], must_contain: str | None
+    ) -> Any:
+        """Send, judge the response, and record it with the time it was due."""
         intended = self.due
         start = time.time()
-        with self.client.post(path, data=body, headers=headers, name=name, catch_response=True) as r:
+        with send() as r:
             end = time.time()
             outcome = outcome_of(r, expected)
             if outcome == "ok" and must_contain is not None and must_contain not in (r.text or ""):
