@@ -9,11 +9,12 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks import processes
 from benchmarks.context import Run
 from benchmarks.cpu import SATURATED, CpuReport, CpuSampler
-from benchmarks.loadgen import LocustRun, RawRequest
+from benchmarks.loadgen import LocustRun, RawRequest, run_locust
 from benchmarks.processes import Service
 from benchmarks.results import Row, latency_row
 from benchmarks.workload import world_for
@@ -164,3 +165,32 @@ def cpu_per_paced_request(sampler: CpuSampler, roles: Sequence[str], locust: Loc
 def write_paths(path: Path, paths: Iterable[str]) -> Path:
     path.write_text("".join(f"{p}\n" for p in paths))
     return path
+
+
+def drive_with_locust(
+    run: Run,
+    served: Served,
+    *,
+    locustfile: str,
+    host: str,
+    users: int,
+    duration_s: float,
+    params: dict[str, Any],
+) -> tuple[LocustRun, CpuSampler, CpuReport]:
+    """Run a locustfile against the served processes while sampling their CPU; a saturated
+    generator marks the run invalid."""
+    with CpuSampler(served.servers(), run.cores.server) as sampler:
+        locust = run_locust(
+            run.procs,
+            sampler,
+            run.out_dir,
+            locustfile=locustfile,
+            host=host,
+            users=users,
+            duration_s=duration_s,
+            params=params,
+            env=run.env,
+        )
+    cpu = sampler.report()
+    check_generator(run, cpu, "locust")
+    return locust, sampler, cpu

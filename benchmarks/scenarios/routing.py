@@ -10,12 +10,10 @@ from __future__ import annotations
 import httpx
 
 from benchmarks.context import Defaults, Run, Scenario
-from benchmarks.cpu import CpuSampler
-from benchmarks.loadgen import run_locust
 from benchmarks.results import Target
 from benchmarks.stack import (
-    check_generator,
     cpu_per_paced_request,
+    drive_with_locust,
     note_other_load,
     paced_rows,
     serve_world,
@@ -57,20 +55,15 @@ def measure_route(run: Run) -> None:
     }
     with httpx.Client(base_url=edge.url, timeout=30) as client:  # let the replenishment reach the edge
         client.get("/readyz").raise_for_status()
-    with CpuSampler(served.servers(), run.cores.server) as sampler:
-        locust = run_locust(
-            run.procs,
-            sampler,
-            run.out_dir,
-            locustfile="route",
-            host=edge.url,
-            users=users,
-            duration_s=run.duration,
-            params=params,
-            env=run.env,
-        )
-    cpu = sampler.report()
-    check_generator(run, cpu, "locust")
+    locust, sampler, cpu = drive_with_locust(
+        run,
+        served,
+        locustfile="route",
+        host=edge.url,
+        users=users,
+        duration_s=run.duration,
+        params=params,
+    )
     rows = paced_rows(run, locust, ["route"], total=None)
     note_other_load(rows, cpu)
     row = rows[0]

@@ -14,14 +14,12 @@ from collections import Counter
 from typing import Any
 
 from benchmarks.context import Defaults, Run, Scenario
-from benchmarks.cpu import CpuSampler
-from benchmarks.loadgen import run_locust
 from benchmarks.results import Target, latency_row
 from benchmarks.stack import (
     WRK_PATHS,
     Served,
-    check_generator,
     cpu_per_paced_request,
+    drive_with_locust,
     note_other_load,
     paced_rows,
     serve_world,
@@ -59,20 +57,15 @@ def measure_steady(run: Run) -> None:
     assert edge is not None and edge.url is not None
     users, per_user = users_for(run.rate)
     params = shopper_params(run, served, per_user)
-    with CpuSampler(served.servers(), run.cores.server) as sampler:
-        locust = run_locust(
-            run.procs,
-            sampler,
-            run.out_dir,
-            locustfile="steady",
-            host=edge.url,
-            users=users,
-            duration_s=run.duration,
-            params=params,
-            env=run.env,
-        )
-    cpu = sampler.report()
-    check_generator(run, cpu, "locust")
+    locust, sampler, cpu = drive_with_locust(
+        run,
+        served,
+        locustfile="steady",
+        host=edge.url,
+        users=users,
+        duration_s=run.duration,
+        params=params,
+    )
     rows = paced_rows(run, locust, list(MIX))
     note_other_load(rows, cpu)
     rows[-1].server_cpu_s_per_request = cpu_per_paced_request(sampler, [edge.role], locust)
@@ -111,20 +104,15 @@ def measure_burst(run: Run) -> None:
     params = {**shopper_params(run, served, per_user), "phases": phases, "timeout_s": 2.0}
     total_s = sum(seconds for _, seconds, _ in phases)
     peak_users = max(int(rate / per_user + 0.999) for _, _, rate in phases)
-    with CpuSampler(served.servers(), run.cores.server) as sampler:
-        locust = run_locust(
-            run.procs,
-            sampler,
-            run.out_dir,
-            locustfile="burst",
-            host=edge.url,
-            users=peak_users,
-            duration_s=total_s + 1,
-            params=params,
-            env=run.env,
-        )
-    cpu = sampler.report()
-    check_generator(run, cpu, "locust")
+    locust, sampler, cpu = drive_with_locust(
+        run,
+        served,
+        locustfile="burst",
+        host=edge.url,
+        users=peak_users,
+        duration_s=total_s + 1,
+        params=params,
+    )
     per_phase: dict[str, Any] = {}
     for name, seconds, rate in phases:
         mine = [r for r in locust.requests if r.phase == name]

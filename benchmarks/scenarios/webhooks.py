@@ -13,13 +13,11 @@ from typing import Any
 import httpx
 
 from benchmarks.context import Defaults, Run, Scenario
-from benchmarks.cpu import CpuSampler
-from benchmarks.loadgen import run_locust
 from benchmarks.processes import BenchmarkError, webhook_key
 from benchmarks.results import Target
 from benchmarks.stack import (
-    check_generator,
     cpu_per_paced_request,
+    drive_with_locust,
     note_other_load,
     paced_rows,
     serve_world,
@@ -46,20 +44,15 @@ def measure_ingest(run: Run) -> None:
         "shipments": shipments,
         "webhook_key_hex": webhook_key(run.env).hex(),
     }
-    with CpuSampler(served.servers(), run.cores.server) as sampler:
-        locust = run_locust(
-            run.procs,
-            sampler,
-            run.out_dir,
-            locustfile="webhooks",
-            host=urls[0],
-            users=users,
-            duration_s=run.duration,
-            params=params,
-            env=run.env,
-        )
-    cpu = sampler.report()
-    check_generator(run, cpu, "locust")
+    locust, sampler, cpu = drive_with_locust(
+        run,
+        served,
+        locustfile="webhooks",
+        host=urls[0],
+        users=users,
+        duration_s=run.duration,
+        params=params,
+    )
     (row,) = paced_rows(run, locust, ["webhook"], total=None)
     note_other_load([row], cpu)
     row.server_cpu_s_per_request = cpu_per_paced_request(sampler, roles, locust)
@@ -124,20 +117,15 @@ def measure_sync_lag(run: Run) -> None:
         "probes": probes,
         "webhook_key_hex": webhook_key(run.env).hex(),
     }
-    with CpuSampler(served.servers(), run.cores.server) as sampler:
-        locust = run_locust(
-            run.procs,
-            sampler,
-            run.out_dir,
-            locustfile="sync_lag",
-            host=served.origin.url,
-            users=writers + probes,
-            duration_s=run.duration,
-            params=params,
-            env=run.env,
-        )
-    cpu = sampler.report()
-    check_generator(run, cpu, "locust")
+    locust, sampler, cpu = drive_with_locust(
+        run,
+        served,
+        locustfile="sync_lag",
+        host=served.origin.url,
+        users=writers + probes,
+        duration_s=run.duration,
+        params=params,
+    )
     rows = paced_rows(run, locust, ["webhook"], total=None)
     roles = [s.role for s in served.origins] + [edge.role]
     rows[0].server_cpu_s_per_request = cpu_per_paced_request(sampler, roles, locust)
