@@ -9,7 +9,7 @@ behind: aligned pages (`after` = cursor - cursor % limit, no `wait`) until a pag
 head. So its URLs are exactly a real edge's; it only skips applying the pages to SQLite.
 
 Printed per K: requests the origin served, bytes of body it sent (nginx: `$upstream_cache_status`
-and `$upstream_response_length` from its access log; direct: what the edges received), the
+and `$upstream_response_length` from its access log; direct: the Content-Length the edges received), the
 cache hit ratio and the fleet's catch-up time (the slowest edge), and the with/without ratios.
 Everything listens on 127.0.0.1; origin and nginx share one core, the edges get another; nginx
 and the origin are stopped at the end, whatever happened.
@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 from edge.settings import EdgeSettings
@@ -179,15 +180,15 @@ async def catch_up(base_url: str, token: str, bucket: str, epoch: str, cursor: i
     """One edge, behind at `cursor`, reads aligned pages as `BucketFollower.step` does."""
     run = EdgeRun()
 
-    async def count(r: httpx.Response) -> None:
-        await r.aread()
+    async def count(session: object, ctx: object, params: aiohttp.TraceRequestEndParams) -> None:
         run.requests += 1
-        run.body_bytes += len(r.content)
-        run.cache[r.headers.get("x-cache-status", "-")] += 1
+        run.body_bytes += int(params.response.headers.get("content-length", 0))
+        run.cache[params.response.headers.get("x-cache-status", "-")] += 1
 
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(count)
     started = time.monotonic()
-    async with httpx.AsyncClient(base_url=base_url, event_hooks={"response": [count]}) as http:
-        feed = FeedClient(http, token)
+    async with FeedClient(base_url, token, trace_configs=[trace]) as feed:
         while True:
             page = await feed.page(bucket, epoch=epoch, after=cursor - cursor % limit, limit=limit)
             cursor = max(cursor, page.last)

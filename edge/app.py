@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -96,12 +95,7 @@ def create_app(settings: EdgeSettings) -> Starlette:
         customers, stock, held = CustomerOrders(), RegionStock(), HeldAtSite()
         held_orders = routing.HeldOrders()
         model = ReadModel([customers, stock, held, held_orders])
-        http = httpx.AsyncClient(
-            base_url=settings.origin_url,
-            timeout=httpx.Timeout(10.0),
-            limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
-        )
-        client = FeedClient(http, settings.edge_token)
+        client = FeedClient(settings.origin_url, settings.edge_token)
         followers = [
             BucketFollower(
                 b,
@@ -143,7 +137,7 @@ def create_app(settings: EdgeSettings) -> Starlette:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await http.aclose()
+            await client.close()
             replica.close()
             decisions.close()
 

@@ -15,11 +15,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
 from anyio import to_thread
 
 from edge.readmodel import ReadModel
-from sync.client import FeedClient, MustResync
+from sync.client import FeedClient, MustResync, OriginError
 from sync.replica import Replica, ReplicaError
 
 log = logging.getLogger("waypost.edge.sync")
@@ -158,7 +157,7 @@ class BucketFollower:
                 self.status.checksum_ok = False
                 self._note(f"refused page: {exc}")
                 await self._rebootstrap(backoff)
-            except (httpx.HTTPError, OSError) as exc:
+            except (OriginError, OSError) as exc:
                 self._note(f"origin unreachable: {type(exc).__name__}: {exc}")
                 await asyncio.sleep(backoff.next())
             except Exception as exc:  # a bug must not stop syncing silently: log, back off, retry
@@ -170,7 +169,7 @@ class BucketFollower:
         self.status.rebootstraps += 1
         try:
             await self.bootstrap()
-        except (httpx.HTTPError, OSError, ReplicaError) as exc:
+        except (OriginError, OSError, ReplicaError) as exc:
             self._note(f"re-bootstrap failed: {type(exc).__name__}: {exc}")
             await asyncio.sleep(backoff.next())
 

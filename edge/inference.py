@@ -20,12 +20,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 from anyio import to_thread
 
 from edge.readmodel import ReadModel
 from models.serving import MODELS, ModelRefused, ServedModel
-from sync.client import FeedClient
+from sync.client import FeedClient, OriginError
 from sync.entities import ChangeKinds, ModelRelease, decode_entity
 
 log = logging.getLogger("waypost.edge.models")
@@ -134,7 +133,7 @@ class ModelShelf:
                 state.state, state.error = "refused", exc.reason
                 self.refused += 1
                 log.warning("%s", exc)
-            except (httpx.HTTPError, OSError) as exc:
+            except (OriginError, OSError) as exc:
                 state.state, state.error = "unavailable", f"{type(exc).__name__}: {exc}"
                 retry = True
         for r in releases:
