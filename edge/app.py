@@ -24,6 +24,7 @@ from edge.metrics import EdgeMetrics
 from edge.readmodel import CustomerOrders, HeldAtSite, ReadModel, RegionStock
 from edge.settings import EdgeSettings
 from edge.shedding import LoopLag, ShedLoad
+from edge.trackpage import FrontDoor, TrackPage
 from sync.client import FeedClient
 from sync.replica import Replica
 from sync.wire import to_json
@@ -141,13 +142,14 @@ def create_app(settings: EdgeSettings) -> Starlette:
             replica.close()
             decisions.close()
 
+    track_page = TrackPage()
     routes = [
         Route("/healthz", healthz),
         Route("/favicon.ico", favicon),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/v1/sync/status", sync_status),
-        Route("/track/{tracking_number}", pages.track_page),
+        Route("/track/{tracking_number}", track_page, methods=["GET"]),
         Route("/track/{tracking_number}/unlock", pages.unlock, methods=["POST"]),
         Route("/v1/track/{tracking_number}", pages.track_json),
         Route("/v1/route", routing.route, methods=["POST"]),
@@ -160,6 +162,8 @@ def create_app(settings: EdgeSettings) -> Starlette:
             lag=lag,
             max_lag_s=settings.max_lag_s,
             max_inflight=settings.max_inflight,
-        )
+        ),
+        # Behind ShedLoad, so the tracking page is shed too; see edge/trackpage.py.
+        Middleware(FrontDoor, page=track_page),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -186,13 +186,21 @@ def parse_accept_language(header: str) -> list[str]:
 
 def negotiate(request: Request) -> tuple[str, bool]:
     """(language, chosen explicitly by ?lang=) for this request."""
-    asked = request.query_params.get("lang", "")
+    return choose(
+        request.query_params.get("lang", ""),
+        request.cookies.get(COOKIE, ""),
+        request.headers.get("accept-language", ""),
+    )
+
+
+def choose(asked: str, cookie: str, accept_language: str) -> tuple[str, bool]:
+    """(language, chosen explicitly by ?lang=) from the query's `lang`, the `wp_lang` cookie and
+    the Accept-Language header ("" for each one missing)."""
     if asked in LANGS:
         return asked, True
-    cookie = request.cookies.get(COOKIE, "")
     if cookie in LANGS:
         return cookie, False
-    return _from_accept_language(request.headers.get("accept-language", "")), False
+    return _from_accept_language(accept_language), False
 
 
 @lru_cache(maxsize=1024)  # browsers send a handful of distinct headers

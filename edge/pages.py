@@ -9,16 +9,19 @@ per tracking number), so numbers cannot be enumerated nor postcodes guessed.
 Caching: a rendered page is kept in an LRU keyed by everything it shows — the shipment's and
 order's versions, the template version, language, unlock state and the minute (for "N minutes
 ago") — so a change is visible at once and nothing stale is served. The same key is the ETag.
+
+`Pages` holds what the page, the unlock form and the JSON view share. The page itself (GET) is
+`edge/trackpage.py`, which answers straight off the ASGI scope because it is the edge's hottest path.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -29,9 +32,10 @@ from cachetools import LRUCache
 from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.types import Scope
 
 from edge.follower import BucketFollower
-from edge.i18n import COOKIE, LANG_NAMES, LANGS, Translator, negotiate
+from edge.i18n import LANG_NAMES, LANGS, Translator, negotiate
 from edge.insights import Insights
 from edge.metrics import EdgeMetrics
 from edge.ratelimit import TokenBuckets
@@ -53,24 +57,35 @@ def _hash_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
+RawHeaders = tuple[tuple[bytes, bytes], ...]
+
+
 @dataclass(frozen=True)
 class Rendered:
+    """A rendered page and its response headers, prepared once as bytes: a cache hit encodes
+    nothing (encoding a dozen header strings per request was a third of the handler's time)."""
+
     body: bytes
-    etag: str
+    etag: bytes
+    headers: RawHeaders  # of a 200: content-length, content-type, security, caching, etag
+    not_modified: RawHeaders  # of a 304: the same less content-length and content-type
 
 
-class PageResponse(Response):
-    """An HTML response whose headers are prepared bytes: the hot path skips encoding a dozen
-    header strings per request (it was a third of the handler's time)."""
-
-    media_type = "text/html"
-
-    def __init__(self, body: bytes, status_code: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
-        self.status_code = status_code
-        self.body = body
-        self.background = None
-        length = [] if status_code == 304 else [(b"content-length", str(len(body)).encode())]
-        self.raw_headers = [*length, *raw_headers]
+def set_cookie(
+    name: str, value: str, *, max_age: int, path: str = "/", secure: bool = False
+) -> tuple[bytes, bytes]:
+    """An HttpOnly, SameSite=lax `Set-Cookie` header, written as Starlette's `Response.set_cookie`
+    writes it."""
+    cookie: SimpleCookie = SimpleCookie()
+    cookie[name] = value
+    morsel = cookie[name]
+    morsel["max-age"] = max_age
+    morsel["path"] = path
+    if secure:
+        morsel["secure"] = True
+    morsel["httponly"] = True
+    morsel["samesite"] = "lax"
+    return b"set-cookie", cookie.output(header="").strip().encode("latin-1")
 
 
 class Pages:
@@ -122,6 +137,7 @@ class Pages:
             (b"cache-control", f"private, max-age={settings.page_max_age_s}, stale-if-error=86400".encode()),
             (b"vary", b"Accept-Language, Cookie"),
         ]
+        self.page_seconds = metrics.page_seconds.labels("track")
         self.cache_hit = metrics.page_cache.labels("hit")
         self.cache_miss = metrics.page_cache.labels("miss")
         self.languages = [(code, LANG_NAMES[code]) for code in LANGS]
@@ -162,28 +178,28 @@ class Pages:
 
     # -- unlocking -----------------------------------------------------------------------
 
-    def unlocked_by(self, request: Request, tracking_number: str) -> str | None:
-        """ "link" or "cookie" when the shopper proved the parcel is theirs, else None."""
+    def unlocked_by(self, tracking_number: str, token: str | None, cookie: str | None) -> str | None:
+        """ "link" or "cookie" when the shopper proved the parcel is theirs — by the signed link's
+        `?t=` token or by the unlock cookie — else None."""
+        if not (token or cookie):
+            return None
         now = self.settings.clock()
         secret = self.settings.link_secret
-        token = request.query_params.get("t")
         if token and verify_token(secret, token, tracking_number, now, purpose="link"):
             return "link"
-        cookie = request.cookies.get(UNLOCK_COOKIE)
         if cookie and verify_token(secret, cookie, tracking_number, now, purpose="cookie"):
             return "cookie"
         return None
 
-    def unlock_cookie(self, response: Response, request: Request, tracking_number: str) -> None:
+    def unlock_cookie(self, tracking_number: str, *, secure: bool) -> tuple[bytes, bytes]:
+        """The `Set-Cookie` header that unlocks this shipment's page (only) for a week."""
         expires = int(self.settings.clock() + UNLOCK_DAYS * 86400)
-        response.set_cookie(
+        return set_cookie(
             UNLOCK_COOKIE,
             sign_token(self.settings.link_secret, tracking_number, expires, purpose="cookie"),
             max_age=UNLOCK_DAYS * 86400,
             path=f"/track/{tracking_number}",
-            httponly=True,
-            samesite="lax",
-            secure=request.url.scheme == "https",
+            secure=secure,
         )
 
     # -- rendering -----------------------------------------------------------------------
@@ -223,8 +239,10 @@ class Pages:
             **self._track_context(s, order, t, now, age, stale, unlocked),
             unlock_error=unlock_error,
         )
-        etag = '"' + hashlib.blake2b(repr(key).encode(), digest_size=10).hexdigest() + '"'
-        rendered = Rendered(html.encode(), etag)
+        body = html.encode()
+        etag = b'"' + hashlib.blake2b(repr(key).encode(), digest_size=10).hexdigest().encode() + b'"'
+        headers = ((b"content-length", str(len(body)).encode()), *self.page_headers, (b"etag", etag))
+        rendered = Rendered(body, etag, headers, headers[2:])
         self.cache[key] = rendered
         return rendered
 
@@ -295,45 +313,15 @@ class Pages:
         headers = {"Retry-After": str(int(wait_s)), "Cache-Control": "no-store"}
         return self.html(self.render("too_many.html", t), 429, headers)
 
-
-def client_key(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-async def track_page(request: Request) -> Response:
-    started = time.perf_counter()
-    p: Pages = request.app.state.pages
-    try:
-        return _track_page(p, request)
-    finally:
-        p.metrics.page_seconds.labels("track").observe(time.perf_counter() - started)
+    def not_found(self, t: Translator, tracking_number: str) -> Response:
+        html = self.render("not_found.html", t, tracking_number=tracking_number)
+        return self.html(html, 404, {"Cache-Control": "no-store"})
 
 
-def _track_page(p: Pages, request: Request) -> Response:
-    tn = request.path_params["tracking_number"]
-    lang, explicit = negotiate(request)
-    t = p.translators[lang]
-    client = client_key(request)
-    wait = p.lookups.take(client)
-    if wait:
-        return p.too_many(t, wait, "lookup")
-    s = p.shipment(tn)
-    if s is None:
-        p.lookups.take(client, NOT_FOUND_COST)
-        html = p.render("not_found.html", t, tracking_number=tn)
-        return p.html(html, 404, {"Cache-Control": "no-store"})
-    how = p.unlocked_by(request, tn)
-    rendered = p.track_html(s, t, unlocked=how is not None)
-    headers = [*p.page_headers, (b"etag", rendered.etag.encode())]
-    if request.headers.get("if-none-match") == rendered.etag:
-        p.metrics.not_modified.inc()
-        return PageResponse(b"", 304, headers[1:])
-    response = PageResponse(rendered.body, 200, headers)
-    if explicit:
-        response.set_cookie(COOKIE, lang, max_age=365 * 86400, httponly=True, samesite="lax")
-    if how == "link":
-        p.unlock_cookie(response, request, tn)
-    return response
+def client_key(scope: Scope) -> str:
+    """Whom the per-client limits count: the peer's address (as `Request.client.host`)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 async def unlock(request: Request) -> Response:
@@ -345,9 +333,9 @@ async def unlock(request: Request) -> Response:
     t = p.translators[lang if lang in LANGS else negotiate(request)[0]]
     s = p.shipment(tn)
     if s is None:
-        return p.html(p.render("not_found.html", t, tracking_number=tn), 404, {"Cache-Control": "no-store"})
+        return p.not_found(t, tn)
     for limiter, key, name in (
-        (p.unlock_by_client, client_key(request), "unlock_client"),
+        (p.unlock_by_client, client_key(request.scope), "unlock_client"),
         (p.unlock_by_number, tn, "unlock_number"),
     ):
         wait = limiter.take(key)
@@ -360,7 +348,7 @@ async def unlock(request: Request) -> Response:
     order = p.order(s.order_id)
     if order is not None and postcode_matches(p.settings.postcode_key, postcode, order.postcode_hmac):
         response = RedirectResponse(f"/track/{tn}?lang={t.lang}", status_code=303, headers=p.security_headers)
-        p.unlock_cookie(response, request, tn)
+        response.raw_headers.append(p.unlock_cookie(tn, secure=request.url.scheme == "https"))
         return response
     p.metrics.unlock_failed.inc()
     rendered = p.track_html(s, t, unlocked=False, unlock_error=t("wrong_postcode"))
@@ -370,7 +358,7 @@ async def unlock(request: Request) -> Response:
 async def track_json(request: Request) -> Response:
     p: Pages = request.app.state.pages
     tn = request.path_params["tracking_number"]
-    client = client_key(request)
+    client = client_key(request.scope)
     wait = p.lookups.take(client)
     headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
     if wait:
