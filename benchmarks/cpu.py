@@ -112,8 +112,16 @@ class CpuReport:
 class CpuSampler:
     """`with CpuSampler(servers, server_core) as s: s.watch_generator(pid) …; s.report()`."""
 
-    def __init__(self, servers: Iterable[tuple[str, int]], server_core: int | None, interval: float = 0.2):
+    def __init__(
+        self,
+        servers: Iterable[tuple[str, int]],
+        server_core: int | None,
+        interval: float = 0.2,
+        *,
+        off_server_core: Iterable[str] = (),
+    ):
         self.servers = [Series(pid, role) for role, pid in servers]
+        self.off_server_core = set(off_server_core)  # roles of servers pinned elsewhere
         self.generators: list[Series] = []
         self.server_core = server_core
         self.interval = interval
@@ -176,9 +184,10 @@ class CpuSampler:
             busy[i] = (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
         wall = self._t1 - self._t0
         servers = sum(s.total() for s in self.servers)
+        on_core = sum(s.total() for s in self.servers if s.role not in self.off_server_core)
         foreign = None
         if self.server_core is not None and self.server_core in busy and wall > 0:
-            foreign = max(busy[self.server_core] - servers / wall, 0.0)
+            foreign = max(busy[self.server_core] - on_core / wall, 0.0)
         gens = self.generators
         return CpuReport(
             wall_s=wall,

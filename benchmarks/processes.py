@@ -217,12 +217,18 @@ def python_m(*args: str) -> list[str]:
 
 
 def start_origin(
-    procs: Processes, data: Path, env: dict[str, str], store: str | None, index: int = 0
+    procs: Processes,
+    data: Path,
+    env: dict[str, str],
+    store: str | None,
+    index: int = 0,
+    *,
+    generator_core: bool = False,
 ) -> Service:
     port = free_port()
     argv = python_m("origin", "serve", "--data", str(data), "--host", HOST, "--port", str(port))
     argv += ["--log-level", "warning", *(["--store", store] if store else [])]
-    service = procs.start(f"origin-{index}", argv, env=env)
+    service = procs.start(f"origin-{index}", argv, env=env, generator=generator_core)
     service.url = f"http://{HOST}:{port}"
     wait_ready(procs, f"{service.url}/healthz", timeout=60)
     return service

@@ -61,13 +61,24 @@ def seed_world(run: Run, data: Path, shipments: int, regions: int) -> World:
     return world_for(shipments, regions)
 
 
-def serve_world(run: Run, *, edge: bool = True, origins: int = 1) -> Served:
-    """Seed `run.shipments` into a temporary store, start the origin(s) and one edge, wait for ready."""
+def serve_world(
+    run: Run, *, edge: bool = True, origins: int = 1, origin_off_server_core: bool = False
+) -> Served:
+    """Seed `run.shipments` into a temporary store, start the origin(s) and one edge, wait for ready.
+
+    `origin_off_server_core` puts the origin(s) on the generator's core, leaving the server core
+    to the edge alone: for scenarios where the edge is measured and the origin, in production
+    another machine, is only what it talks to."""
     data = run.workdir / "origin"
     world = seed_world(run, data, run.shipments, run.options.regions)
     if origins > 1 and not run.options.store:
         run.warn(f"{origins} origin processes share one SQLite file: their writes serialize on its lock")
-    started = [processes.start_origin(run.procs, data, run.env, run.options.store, i) for i in range(origins)]
+    started = [
+        processes.start_origin(
+            run.procs, data, run.env, run.options.store, i, generator_core=origin_off_server_core
+        )
+        for i in range(origins)
+    ]
     region = world.regions[0].name
     edge_service = None
     if edge:
@@ -179,7 +190,10 @@ def drive_with_locust(
 ) -> tuple[LocustRun, CpuSampler, CpuReport]:
     """Run a locustfile against the served processes while sampling their CPU; a saturated
     generator marks the run invalid."""
-    with CpuSampler(served.servers(), run.cores.server) as sampler:
+    elsewhere = [
+        s.role for s in [*served.origins, served.edge] if s is not None and s.core != run.cores.server
+    ]
+    with CpuSampler(served.servers(), run.cores.server, off_server_core=elsewhere) as sampler:
         locust = run_locust(
             run.procs,
             sampler,

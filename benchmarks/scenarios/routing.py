@@ -37,7 +37,7 @@ def replenish(run: Run, origin_url: str, sites: list[str], skus: list[str]) -> N
 
 
 def measure_route(run: Run) -> None:
-    served = serve_world(run)
+    served = serve_world(run, origin_off_server_core=True)
     edge = served.edge
     assert edge is not None and edge.url is not None
     world = served.world
