@@ -32,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     from edge.settings import EdgeSettings
 
     settings = EdgeSettings.from_env(
-        origin_url=args.origin, region=args.region, data_dir=args.data, insecure_dev=args.insecure_dev
+        origin_url=args.origin,
+        region=args.region,
+        data_dir=args.data,
+        insecure_dev=args.insecure_dev,
+        freeze_heap=True,
     )
     if args.insecure_dev:
         print("edge: --insecure-dev: running with throwaway secrets", file=sys.stderr)

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from edge import pages, routing
 from edge.decisions import DecisionStore
-from edge.follower import BucketFollower
+from edge.follower import BucketFollower, settle_heap
 from edge.inference import ModelShelf
 from edge.insights import Insights
 from edge.metrics import EdgeMetrics
@@ -106,6 +106,7 @@ def create_app(settings: EdgeSettings) -> Starlette:
                 limit=settings.feed_limit,
                 wait_s=settings.feed_wait_s,
                 clock=settings.clock,
+                freeze_heap=settings.freeze_heap,
             )
             for b in settings.buckets
         ]
@@ -127,6 +128,8 @@ def create_app(settings: EdgeSettings) -> Starlette:
             settings, model, shelf, held_orders, decisions, client, metrics, lambda: followers[1].status.ready
         )
         await router.outbox.load()
+        if settings.freeze_heap:
+            settle_heap()  # what startup loaded lives as long as the process
         app.state.router = router
         tasks = [asyncio.create_task(f.run(), name=f"follow {f.bucket}") for f in followers]
         tasks.append(asyncio.create_task(lag.run(), name="loop lag"))

@@ -36,6 +36,8 @@ class EdgeSettings:
     hold_ttl_s: int = 900  # how long the origin keeps a routing decision's hold
     reserve_timeout_s: float = 2.0  # a hold request slower than this leaves the decision provisional
     outbox_retry_max_s: float = 5.0  # the longest wait between replays while the origin is away
+    # `python -m edge serve` sets it: the process is the edge's alone (see follower.settle_heap)
+    freeze_heap: bool = False
     clock: Callable[[], float] = field(default=time.time, compare=False)
 
     @property

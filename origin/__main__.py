@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         from origin.settings import OriginSettings
 
         settings = OriginSettings.from_env(
-            insecure_dev=args.insecure_dev, data_dir=args.data, store_url=args.store
+            insecure_dev=args.insecure_dev, data_dir=args.data, store_url=args.store, freeze_heap=True
         )
         if args.insecure_dev:
             print("origin: --insecure-dev: running with throwaway secrets", file=sys.stderr)

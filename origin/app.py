@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -171,6 +172,11 @@ def create_app(settings: OriginSettings, store: Store | None = None) -> Starlett
         app.state.store.on_commit(watch.committed)
         app.state.writer = GroupCommit(app.state.store)
         app.state.writer.start()
+        if settings.freeze_heap:
+            # What startup made lives as long as the process: keep full collections from
+            # walking it (on the event loop: 15–28 ms pauses under the route benchmark).
+            gc.collect()
+            gc.freeze()
         tasks = [
             asyncio.create_task(housekeeping(app.state.store, 60.0)),
             asyncio.create_task(expire_holds(app.state.store, settings.expiry_interval_s)),

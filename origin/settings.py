@@ -42,6 +42,7 @@ class OriginSettings:
     compact_keep_days: float = 7.0
     compact_interval_s: float = 3600.0
     copurchase_interval_s: float = 6 * 3600.0
+    freeze_heap: bool = False  # `python -m origin serve` sets it: the process is the origin's alone
     clock: Callable[[], float] = field(default=time.time, compare=False)
 
     @classmethod
