@@ -105,6 +105,7 @@ def create_app(settings: EdgeSettings) -> Starlette:
                 model,
                 limit=settings.feed_limit,
                 wait_s=settings.feed_wait_s,
+                batch_s=settings.feed_batch_s,
                 clock=settings.clock,
                 freeze_heap=settings.freeze_heap,
             )

