@@ -7,8 +7,10 @@ signed by the origin. Lookups and postcode attempts are rate-limited per client 
 per tracking number), so numbers cannot be enumerated nor postcodes guessed.
 
 Caching: a rendered page is kept in an LRU keyed by everything it shows — the shipment's and
-order's versions, the template version, language, unlock state and the minute (for "N minutes
-ago") — so a change is visible at once and nothing stale is served. The same key is the ETag.
+order's versions, the template version, language, unlock state and the words of "updated N
+minutes ago" and of the data's age (not the clock's minute: a page updated hours ago keeps its
+rendering for as long as it reads the same) — so a change is visible at once and nothing stale
+is served. The same key is the ETag.
 
 `Pages` holds what the page, the unlock form and the JSON view share. The page itself (GET) is
 `edge/trackpage.py`, which answers straight off the ASGI scope because it is the edge's hottest path.
@@ -214,13 +216,20 @@ class Pages:
         now = self.settings.clock()
         age = self.data_age_s()
         stale = age > self.settings.stale_after_s
+        updated_ago = t.ago(now - s.updated_at.timestamp())
+        data_age = t.ago(age) if age != float("inf") else "—"
+        # The page changes when what it says changes: "updated 3 hours ago" keeps its rendering
+        # for an hour, not a minute. An unlocked page also says what is due again (by the day)
+        # and is one shopper's: it keeps the minute.
         key = (
             s.tracking_number,
             s.version,
             order.placed_at if order else None,
             t.lang,
             unlocked,
-            int(now // 60),  # "N minutes ago"
+            updated_ago,
+            data_age,
+            int(now // 60) if unlocked else 0,
             stale,
             unlock_error,
             self.template_version,
@@ -236,7 +245,9 @@ class Pages:
         html = self.render(
             "track.html",
             t,
-            **self._track_context(s, order, t, now, age, stale, unlocked),
+            **self._track_context(s, order, t, now, stale, unlocked),
+            updated_ago=updated_ago,
+            data_age=data_age,
             unlock_error=unlock_error,
         )
         body = html.encode()
@@ -252,7 +263,6 @@ class Pages:
         order: Order | None,
         t: Translator,
         now: float,
-        age: float,
         stale: bool,
         unlocked: bool,
     ) -> dict[str, Any]:
@@ -293,9 +303,7 @@ class Pages:
             "s": s,
             "status_text": t.status(s.status),
             "eta": eta,
-            "updated_ago": t.ago(now - s.updated_at.timestamp()),
             "events": events,
-            "data_age": t.ago(age) if age != float("inf") else "—",
             "stale": stale,
             "order": order_view,
             "can_unlock": order is not None and not unlocked,
