@@ -2,12 +2,12 @@
 
 One task per bucket. Catching up, it reads aligned pages (`after` a multiple of `limit`) so
 every edge of a region asks for the same, cacheable URLs; at the tail it long-polls from its
-exact cursor, `batch_s` after its last page: under a stream of small changes (a hold per routing
-decision) a page per change cost both edge and origin more than the decisions themselves did —
-at 300 decisions/s, 20 ms cut their CPU per decision by a third — and it adds at most
-`batch_s` to replication lag. Each page is applied to the replica in one transaction and only then to the read
-model. On a 409, a refused page or a bad snapshot it re-bootstraps the bucket while the old
-state keeps serving.
+exact cursor, `batch_s` after its last page: under a stream of small changes (a hold per
+routing decision) a page per change cost both edge and origin more than the decisions
+themselves did — at 300 decisions/s, 20 ms cut their CPU per decision by a third — and it adds
+at most `batch_s` to replication lag. Each page is applied to the replica in one transaction
+and only then to the read model. On a 409, a refused page or a bad snapshot it re-bootstraps
+the bucket while the old state keeps serving.
 """
 
 from __future__ import annotations
