@@ -35,6 +35,9 @@ def test_under_a_root_path_the_router_serves_the_same_page(
     tn = shipment_in(origin).tracking_number
     settings = edge_settings(origin.url, "north", tmp_path / "edge", clock)
     with TestClient(create_app(settings), root_path="/edge") as client:
+        # Ready: the replica is bootstrapped and the models loaded, so nothing the page's ETag
+        # covers (loaded models, the catalog's cursor) changes between the two requests below.
+        wait_until(lambda: client.get("/edge/readyz").status_code == 200, what="the edge to be ready")
         wait_until(lambda: client.get(f"/edge/v1/track/{tn}").status_code == 200, what=f"{tn} on the edge")
         page = client.get(f"/edge/track/{tn}?lang=de")
         assert page.status_code == 200 and '<html lang="de">' in page.text and tn in page.text
