@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks.proxy_cache import Nginx, catch_up, find_nginx
 from sync.wire import MSGPACK
-from tests.conftest import EDGE_TOKEN, Origin
+from tests.conftest import EDGE_TOKEN, Origin, wait_until
 
 BUCKET = "region:north"
 LIMIT = 10  # small pages, so the tiny world has a dozen or more full ones
@@ -90,6 +90,10 @@ def test_long_polls_resyncs_and_requests_without_the_token_never_come_from_the_c
             assert resync.status_code == 409
             assert resync.headers["x-cache-status"] == "MISS"
 
-    log = proxy.feed_log()
+    # nginx writes a request's log line after its response: wait for the last one to land.
+    log = wait_until(
+        lambda: (lines := proxy.feed_log()) and lines[-1].status == 409 and lines,
+        what="nginx's log line of the last request",
+    )
     assert sum(1 for x in log if x.from_origin and "wait=1" in x.uri) == 2
     assert sum(1 for x in log if x.from_origin and x.status == 409) == 2
