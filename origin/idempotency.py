@@ -1,11 +1,12 @@
 """Idempotency keys: a retried write gets the first response, never a second effect.
 
-A key is claimed in a short transaction of its own (state `pending`); the write and the saving
-of its response then happen in one transaction, so a response is saved exactly when the write
-committed. A replay with the same body gets the saved status and body; the same key with another
-body is 422; the same key while the first request is still running is 409. A claim left pending
-by a crashed process can be taken over after `STALE_S`. A request refused as malformed (400)
-saves nothing: it never ran.
+A key is claimed, the write made and its response saved in one transaction, so a response is
+saved exactly when the write committed, and a concurrent request with the same key waits for
+that commit and replays it. (Claiming in a transaction of its own cost every hold a second
+commit.) A replay with the same body gets the saved status and body; the same key with another
+body is 422. A claim committed `pending` — by an origin from before this change, or by another
+process — answers 409 `in_flight` until it is `STALE_S` old, then is taken over. A request
+refused as malformed (400) saves nothing: it never ran.
 """
 
 from __future__ import annotations
@@ -72,30 +73,25 @@ def run(store: Store, key: str | None, fp: str, work: Callable[[Tx], tuple[int, 
         with store.transaction() as tx:
             status, body = work(tx)
         return Outcome(status, to_json(body))
+    # The claim, the write and its saved response in one transaction: a second request with the
+    # key waits for it (SQLite's write lock, PostgreSQL's unique index) and then finds the
+    # response. Only a crashed claim from an older origin is ever seen `pending`.
     with store.transaction() as tx:
-        saved = claim(tx, key, fp)
-    if saved is not None:
-        return saved
-    try:
-        with store.transaction() as tx:
-            status, body = work(tx)
+        saved = claim(tx, key, fp)  # or 422 idempotency_mismatch / 409 in_flight: nothing runs
+        if saved is not None:
+            return saved
+        try:
+            with tx.savepoint():
+                status, body = work(tx)
             encoded = to_json(body)
-            save(tx, key, status, encoded)
-        return Outcome(status, encoded)
-    except InvalidInput:
-        with store.transaction() as tx:
-            tx.execute("DELETE FROM idempotency WHERE key = ? AND state = 'pending'", (key,))
-        raise
-    except WaypostError as exc:
-        # The request ran and was refused (e.g. 409 insufficient stock): that is its answer.
-        encoded = to_json(exc.body())
-        with store.transaction() as tx:
-            save(tx, key, exc.status, encoded)
-        return Outcome(exc.status, encoded)
-    except BaseException:
-        with store.transaction() as tx:
-            tx.execute("DELETE FROM idempotency WHERE key = ? AND state = 'pending'", (key,))
-        raise
+        except InvalidInput:
+            raise  # malformed: it never ran, and the claim rolls back with the transaction
+        except WaypostError as exc:
+            # It ran and was refused (e.g. 409 insufficient stock): its writes are undone and
+            # the refusal is its answer.
+            status, encoded = exc.status, to_json(exc.body())
+        save(tx, key, status, encoded)
+    return Outcome(status, encoded)
 
 
 def forget_old(tx: Tx) -> int:
