@@ -247,6 +247,7 @@ class DecisionStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._durable = False
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
         # Reads have a connection of their own: in WAL they never wait for a writer's fsync.
@@ -261,7 +262,9 @@ class DecisionStore:
 
     def save(self, d: Decision, *, durable: bool = False) -> None:
         with self._lock:
-            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            if durable != self._durable:  # a statement of its own: only when it changes
+                self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
             self._db.execute(
                 "INSERT INTO decision (decision_id, order_id, holds, created_at, updated_at, body)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (decision_id) DO UPDATE SET"
