@@ -124,16 +124,24 @@ class FeedClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _get(
-        self, path: str, headers: dict[str, str], limits: aiohttp.ClientTimeout, **params: str | int
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        limits: aiohttp.ClientTimeout,
+        *,
+        params: dict[str, str | int] | None = None,
+        content: bytes | None = None,
     ) -> tuple[int, bytes]:
+        """The status and body of one request; no answer at all is `OriginUnreachable`."""
         try:
-            async with self._session.get(
-                self.base + path, params=params or None, headers=headers, timeout=limits
+            async with self._session.request(
+                method, self.base + path, params=params, headers=headers, data=content, timeout=limits
             ) as r:
                 return r.status, await r.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise OriginUnreachable(f"GET {path}: {type(exc).__name__}: {exc}") from exc
+            raise OriginUnreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
 
     async def page(self, bucket: str, *, epoch: str, after: int, limit: int, wait: int = 0) -> FeedPage:
         params: dict[str, str | int] = {"epoch": epoch, "after": after, "limit": limit}
@@ -141,7 +149,7 @@ class FeedClient:
             params["wait"] = wait
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=wait + 10.0)
         path = f"/v1/feed/{bucket}"
-        status, raw = await self._get(path, self._feed_headers, timeout, **params)
+        status, raw = await self._request("GET", path, self._feed_headers, timeout, params=params)
         if status == 409:
             data = _error_body(raw)
             raise MustResync(bucket, str(data.get("epoch", "")), str(data.get("detail", "")))
@@ -152,7 +160,7 @@ class FeedClient:
         """A model blob by its sha256 (the caller verifies it)."""
         path = f"/v1/models/{sha256}"
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=60.0, sock_read=60.0)
-        status, raw = await self._get(path, self._auth, timeout)
+        status, raw = await self._request("GET", path, self._auth, timeout)
         _check(status, "GET", path, raw)
         return raw
 
@@ -186,17 +194,8 @@ class FeedClient:
         headers: dict[str, str] | None = None,
         content: bytes | None = None,
     ) -> bytes:
-        try:
-            async with self._session.request(
-                method,
-                self.base + path,
-                headers=headers or self._auth,
-                data=content,
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
-            ) as r:
-                status, raw = r.status, await r.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise OriginUnreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        limits = aiohttp.ClientTimeout(total=timeout_s)
+        status, raw = await self._request(method, path, headers or self._auth, limits, content=content)
         if status >= 500:
             raise OriginUnreachable(f"{method} {path}: {status}")
         if status >= 400:
