@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from sync.entities import Line
+from sync.walcheckpoint import WalCheckpointer, autocheckpoint_off
 
 OrderId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Carrier = Literal["ups", "dhl", "dpd"]
@@ -249,12 +250,17 @@ class DecisionStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._durable = False
         self._db.executescript(SCHEMA)
+        # Saves run on the event loop: the WAL is copied back from a thread of its own, never
+        # inside a save (see sync.walcheckpoint).
+        autocheckpoint_off(self._db)
+        self._wal = WalCheckpointer(path)
         self._lock = threading.Lock()
         # Reads have a connection of their own: in WAL they never wait for a writer's fsync.
         self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._read_lock = threading.Lock()
 
     def close(self) -> None:
+        self._wal.stop()
         with self._read_lock:
             self._reader.close()
         with self._lock:

@@ -50,7 +50,15 @@ def wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 
     raise SystemExit(f"demo: {url} not ready after {timeout:.0f}s")
 
 
+def _stop_on(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(data: Path | None, port: int, shipments: int) -> int:
+    # Ctrl-C or a TERM stops everything it started, also when it was started in the
+    # background (where a shell leaves SIGINT ignored, and Python would not raise on it).
+    signal.signal(signal.SIGINT, _stop_on)
+    signal.signal(signal.SIGTERM, _stop_on)
     root = data or Path(tempfile.mkdtemp(prefix="waypost-demo-"))
     env = {**os.environ, **dev_secrets(), "WAYPOST_STORE_TOKEN": "demo-store-token"}
     world = World(WorldSpec(shipments=shipments), world_now(time.time()))

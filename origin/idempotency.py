@@ -65,32 +65,35 @@ def save(tx: Tx, key: str, status: int, body: bytes) -> None:
     )
 
 
-def run(store: Store, key: str | None, fp: str, work: Callable[[Tx], tuple[int, Any]]) -> Outcome:
-    """Run `work` in a transaction at most once per key; runs in a worker thread."""
+async def run(store: Store, key: str | None, fp: str, work: Callable[[Tx], tuple[int, Any]]) -> Outcome:
+    """Run `work` in a transaction at most once per key (`Store.write`: off the event loop or
+    briefly on it)."""
     if key is not None and not 0 < len(key) <= MAX_KEY:
         raise InvalidInput(f"Idempotency-Key must be 1..{MAX_KEY} characters", field="Idempotency-Key")
     if key is None:
-        with store.transaction() as tx:
-            status, body = work(tx)
+        status, body = await store.write(work)
         return Outcome(status, to_json(body))
+    return await store.write(lambda tx: once(tx, key, fp, work))
+
+
+def once(tx: Tx, key: str, fp: str, work: Callable[[Tx], tuple[int, Any]]) -> Outcome:
     # The claim, the write and its saved response in one transaction: a second request with the
     # key waits for it (SQLite's write lock, PostgreSQL's unique index) and then finds the
     # response. Only a crashed claim from an older origin is ever seen `pending`.
-    with store.transaction() as tx:
-        saved = claim(tx, key, fp)  # or 422 idempotency_mismatch / 409 in_flight: nothing runs
-        if saved is not None:
-            return saved
-        try:
-            with tx.savepoint():
-                status, body = work(tx)
-            encoded = to_json(body)
-        except InvalidInput:
-            raise  # malformed: it never ran, and the claim rolls back with the transaction
-        except WaypostError as exc:
-            # It ran and was refused (e.g. 409 insufficient stock): its writes are undone and
-            # the refusal is its answer.
-            status, encoded = exc.status, to_json(exc.body())
-        save(tx, key, status, encoded)
+    saved = claim(tx, key, fp)  # or 422 idempotency_mismatch / 409 in_flight: nothing runs
+    if saved is not None:
+        return saved
+    try:
+        with tx.savepoint():
+            status, body = work(tx)
+        encoded = to_json(body)
+    except InvalidInput:
+        raise  # malformed: it never ran, and the claim rolls back with the transaction
+    except WaypostError as exc:
+        # It ran and was refused (e.g. 409 insufficient stock): its writes are undone and
+        # the refusal is its answer.
+        status, encoded = exc.status, to_json(exc.body())
+    save(tx, key, status, encoded)
     return Outcome(status, encoded)
 
 

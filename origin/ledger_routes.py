@@ -50,7 +50,7 @@ async def idempotent(request: Request, body: bytes, work: Callable[[Tx], tuple[i
     store: Store = request.app.state.store
     key = request.headers.get("idempotency-key")
     fp = idempotency.fingerprint(request.method, request.url.path, body)
-    outcome = await to_thread.run_sync(idempotency.run, store, key, fp, work)
+    outcome = await idempotency.run(store, key, fp, work)
     headers = {"Idempotency-Replayed": "true"} if outcome.replayed else None
     return Response(outcome.body, outcome.status, headers=headers, media_type="application/json")
 
@@ -173,12 +173,7 @@ def settle_route(action: Callable[[Tx, str], Any]) -> Callable[[Request], Any]:
         require(request, "edge")
         store: Store = request.app.state.store
         rid = request.path_params["reservation_id"]
-
-        def work() -> dict[str, Any]:
-            with store.transaction() as tx:
-                return ledger.hold_json(action(tx, rid))
-
-        return json_response(await to_thread.run_sync(work))
+        return json_response(await store.write(lambda tx: ledger.hold_json(action(tx, rid))))
 
     return endpoint
 
@@ -188,12 +183,8 @@ async def read_hold(request: Request) -> Response:
     store: Store = request.app.state.store
     rid = request.path_params["reservation_id"]
 
-    def work() -> dict[str, Any]:
-        # A read may settle an overdue hold, so it runs as a (short) write.
-        with store.transaction() as tx:
-            return ledger.hold_json(ledger.read_hold(tx, rid))
-
-    return json_response(await to_thread.run_sync(work))
+    # A read may settle an overdue hold, so it runs as a (short) write.
+    return json_response(await store.write(lambda tx: ledger.hold_json(ledger.read_hold(tx, rid))))
 
 
 def expire_due(store: Store) -> int:

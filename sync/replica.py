@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sync import checksum as cks
 from sync.bodies import pack
+from sync.walcheckpoint import WalCheckpointer, autocheckpoint_off
 from sync.wire import FeedPage, SnapshotHeader, SnapshotRow
 
 _SCHEMA = """
@@ -78,10 +79,15 @@ class Replica:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        # Pages apply in worker threads while the loop serves; a checkpoint inside one would
+        # hold this lock (and the page) for its sync.
+        autocheckpoint_off(self._db)
+        self._wal = WalCheckpointer(path)
         # One connection, used from worker threads: every use holds this lock.
         self.lock = threading.RLock()
 
     def close(self) -> None:
+        self._wal.stop()
         self._db.close()
 
     def cursor(self, bucket: str) -> Cursor | None:

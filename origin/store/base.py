@@ -18,14 +18,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from anyio import to_thread
 from msgspec import Raw
 
 from sync import checksum as cks
 from sync.wire import NIL, BucketInfo, Change, SnapshotHeader, SnapshotRow
 
 Row = tuple[Any, ...]
+T = TypeVar("T")
 
 
 @dataclass
@@ -194,6 +196,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[Tx]: ...
+
+    async def write(self, work: Callable[[Tx], T]) -> T:
+        """`work` in one transaction, from the event loop: here in a worker thread."""
+
+        def run() -> T:
+            with self.transaction() as tx:
+                return work(tx)
+
+        return await to_thread.run_sync(run)
 
     @abc.abstractmethod
     def reader(self) -> AbstractContextManager[Tx]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -28,6 +29,9 @@ def test_demo_starts_origin_and_edges_and_its_urls_work(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # As a shell starts a job in the background: Ctrl-C must still stop it (via its handler).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        start_new_session=True,
     ) as proc:
         assert proc.stdout is not None
         try:
@@ -50,5 +54,10 @@ def test_demo_starts_origin_and_edges_and_its_urls_work(tmp_path: Path) -> None:
                 assert page.status_code == 200 and tn in page.text
         finally:
             proc.send_signal(signal.SIGINT)
-            proc.communicate(timeout=30)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)  # the demo and what it started
+                proc.wait()
+                raise
     assert proc.returncode == 0
