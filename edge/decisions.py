@@ -252,9 +252,9 @@ class DecisionStore:
         self._db.executescript(SCHEMA)
         # Saves run on the event loop: the WAL is copied back from a thread of its own, never
         # inside a save (see sync.walcheckpoint).
-        autocheckpoint_off(self._db)
-        self._wal = WalCheckpointer(path)
         self._lock = threading.Lock()
+        autocheckpoint_off(self._db)
+        self._wal = WalCheckpointer(path, self._lock)
         # Reads have a connection of their own: in WAL they never wait for a writer's fsync.
         self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._read_lock = threading.Lock()

@@ -81,10 +81,10 @@ class Replica:
         self._db.executescript(_SCHEMA)
         # Pages apply in worker threads while the loop serves; a checkpoint inside one would
         # hold this lock (and the page) for its sync.
-        autocheckpoint_off(self._db)
-        self._wal = WalCheckpointer(path)
         # One connection, used from worker threads: every use holds this lock.
         self.lock = threading.RLock()
+        autocheckpoint_off(self._db)
+        self._wal = WalCheckpointer(path, self.lock)
 
     def close(self) -> None:
         self._wal.stop()

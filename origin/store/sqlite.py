@@ -178,7 +178,7 @@ class SQLiteStore(Store):
         # commit now and then copies the log into the database and syncs it, and every request
         # waiting on that commit stalls (the ingest scenario's p99).
         autocheckpoint_off(self._writer)
-        self._wal = WalCheckpointer(path)
+        self._wal = WalCheckpointer(path, self._write_lock)
 
     def _migrate(self) -> None:
         with self._write_lock:

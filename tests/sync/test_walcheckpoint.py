@@ -1,22 +1,17 @@
-"""The WAL of a file whose writers never checkpoint is copied back by `WalCheckpointer`."""
+"""The WAL of a file whose writers never checkpoint is copied back, and restarted, by
+`WalCheckpointer` — also while writes never pause."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 from sync.walcheckpoint import WalCheckpointer, autocheckpoint_off
 from tests.conftest import wait_until
 
-ROWS = 400  # about 400 pages of log per round
-
-
-def _write_round(conn: sqlite3.Connection, start: int) -> None:
-    conn.execute("BEGIN")
-    conn.executemany(
-        "INSERT INTO t (id, body) VALUES (?, ?)", [(i, bytes(4000)) for i in range(start, start + ROWS)]
-    )
-    conn.execute("COMMIT")
+ROWS = 100  # about 100 pages of log per write
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -27,39 +22,55 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def test_the_log_stays_bounded_while_writes_go_on(tmp_path: Path) -> None:
+def _write(conn: sqlite3.Connection, start: int) -> None:
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO t (id, body) VALUES (?, ?)", [(i, bytes(4000)) for i in range(start, start + ROWS)]
+    )
+    conn.execute("COMMIT")
+
+
+def _wal_size(path: Path) -> int:
+    return (path.parent / (path.name + "-wal")).stat().st_size
+
+
+def test_under_a_steady_stream_of_writes_the_log_stays_small(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
     conn = _connect(path)
-    wal = WalCheckpointer(path, every_s=0.01)
+    lock = threading.Lock()
+    wal = WalCheckpointer(path, lock, every_s=0.005)
     try:
-        sizes = []
-        for n in range(5):
-            _write_round(conn, n * ROWS)
-            after = wal.rounds
-            wait_until(
-                lambda after=after: (
-                    wal.rounds > after + 1 and wal.last is not None and wal.last[1] == wal.last[2]
-                ),
-                what="a checkpoint that copied the whole log",
-            )
-            sizes.append((tmp_path / "db.sqlite3-wal").stat().st_size)
-        # Each round after the first reuses the log from its start: it stays about one round.
-        assert max(sizes) < 1.5 * sizes[0], sizes
-        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 5 * ROWS
+        _write(conn, 0)
+        one_write = _wal_size(path)
+        writes = 1
+        # Write without pausing until the checkpointer has had 20 rounds (at least 100 writes).
+        while wal.rounds < 20 or writes < 100:
+            with lock:
+                _write(conn, writes * ROWS)
+            writes += 1
+            time.sleep(0)  # let the checkpointer have the lock now and then, as requests do
+        total = writes * one_write
+        assert _wal_size(path) < total / 4, (_wal_size(path), total, wal.rounds)
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == writes * ROWS
     finally:
         wal.stop()
         conn.close()
 
 
-def test_without_it_the_log_keeps_every_round(tmp_path: Path) -> None:
-    """The control: autocheckpoint off and nobody checkpointing, the log holds all five rounds."""
+def test_a_round_copies_the_whole_log_back(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
     conn = _connect(path)
+    wal = WalCheckpointer(path, None, every_s=0.01)
     try:
-        sizes = []
-        for n in range(5):
-            _write_round(conn, n * ROWS)
-            sizes.append((tmp_path / "db.sqlite3-wal").stat().st_size)
-        assert sizes[-1] > 4 * sizes[0]
+        _write(conn, 0)
+        after = wal.rounds
+        wait_until(
+            lambda: wal.rounds > after + 1 and wal.last is not None and wal.last[1] == wal.last[2] > 0,
+            what="a checkpoint that copied every frame",
+        )
+        reader = sqlite3.connect(path)
+        assert reader.execute("SELECT count(*) FROM t").fetchone()[0] == ROWS
+        reader.close()
     finally:
+        wal.stop()
         conn.close()
