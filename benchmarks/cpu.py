@@ -89,6 +89,9 @@ class CpuReport:
     generator_peak: float
     core_busy: dict[int, float]  # share of each core busy over the run, whoever used it
     foreign_on_server_core: float | None  # busy share of the server's core not ours
+    # Share of each core's time the hypervisor gave to other guests ("steal"; counted in
+    # core_busy and foreign too). A VM's speed swings with it: the same run can take twice as long.
+    steal: dict[int, float] = field(default_factory=dict)
 
     @property
     def generator_saturated(self) -> bool:
@@ -106,6 +109,7 @@ class CpuReport:
             "foreign_busy_on_server_core": (
                 None if self.foreign_on_server_core is None else round(self.foreign_on_server_core, 3)
             ),
+            "steal": {str(k): round(v, 4) for k, v in self.steal.items()},
         }
 
 
@@ -128,8 +132,8 @@ class CpuSampler:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
-        self._cores_start: list[tuple[float, float]] = []
-        self._cores_end: list[tuple[float, float]] = []
+        self._cores_start: list[tuple[float, float, float]] = []
+        self._cores_end: list[tuple[float, float, float]] = []
         self._t0 = 0.0
         self._t1 = 0.0
 
@@ -140,11 +144,12 @@ class CpuSampler:
             self.generators.append(series)
 
     @staticmethod
-    def _cores() -> list[tuple[float, float]]:
+    def _cores() -> list[tuple[float, float, float]]:
+        """Per core: (busy, total, stolen) CPU seconds since boot."""
         out = []
         for c in psutil.cpu_times(percpu=True):
             idle = c.idle + getattr(c, "iowait", 0.0)
-            out.append((float(sum(c) - idle), float(sum(c))))
+            out.append((float(sum(c) - idle), float(sum(c)), float(getattr(c, "steal", 0.0))))
         return out
 
     def _sample(self) -> None:
@@ -180,8 +185,11 @@ class CpuSampler:
 
     def report(self) -> CpuReport:
         busy: dict[int, float] = {}
-        for i, ((b0, t0), (b1, t1)) in enumerate(zip(self._cores_start, self._cores_end, strict=False)):
+        steal: dict[int, float] = {}
+        pairs = zip(self._cores_start, self._cores_end, strict=False)
+        for i, ((b0, t0, s0), (b1, t1, s1)) in enumerate(pairs):
             busy[i] = (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+            steal[i] = (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
         wall = self._t1 - self._t0
         servers = sum(s.total() for s in self.servers)
         on_core = sum(s.total() for s in self.servers if s.role not in self.off_server_core)
@@ -197,4 +205,5 @@ class CpuSampler:
             generator_peak=max((g.busiest_window() for g in gens), default=0.0),
             core_busy=busy,
             foreign_on_server_core=foreign,
+            steal=steal,
         )

@@ -140,6 +140,9 @@ def paced_rows(run: Run, locust: LocustRun, names: Sequence[str], *, total: str 
     return rows
 
 
+STEAL_WARN = 0.01
+
+
 def check_generator(run: Run, cpu: CpuReport, tool: str) -> None:
     run.result.cpu.setdefault("generator_runs", []).append({"tool": tool, **cpu.as_dict()})
     if cpu.generator_saturated:
@@ -150,6 +153,12 @@ def check_generator(run: Run, cpu: CpuReport, tool: str) -> None:
     foreign = cpu.foreign_on_server_core
     if foreign is not None and foreign > 0.2:
         run.warn(f"{foreign:.0%} of the server core went to other processes during {tool} (shared machine)")
+    stolen = max(cpu.steal.values(), default=0.0)
+    if stolen > STEAL_WARN:
+        run.warn(
+            f"the hypervisor took {stolen:.1%} of a core from this VM during {tool} (steal): "
+            "compare with runs interleaved in the same hour, not across hours"
+        )
 
 
 def note_other_load(rows: Iterable[Row], cpu: CpuReport) -> None:

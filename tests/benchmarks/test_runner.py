@@ -223,6 +223,10 @@ def test_route_reports_decisions_at_a_paced_rate(runs: dict[str, Finished]) -> N
     _measured(row)
     assert row["server_cpu_s_per_request"] > 0
     assert any(t["what"].startswith("route p99") for t in result["targets"])
+    # What the hypervisor took from each core meanwhile, so a slow hour shows as one.
+    (locust_run,) = result["cpu"]["generator_runs"]
+    assert set(locust_run["steal"]) == set(locust_run["core_busy"])
+    assert all(0 <= share < 1 for share in locust_run["steal"].values())
 
 
 def test_a_scenario_that_cannot_run_fails_loudly(tmp_path: Path) -> None:
