@@ -123,7 +123,7 @@ async def feed(request: Request) -> Response:
     wait = _int_param(request, "wait", 0, 0, int(settings.feed_max_wait_s))
     epoch_param = request.query_params.get("epoch")
 
-    sl = await to_thread.run_sync(store.feed, bucket, after, limit)
+    sl = await store.read_feed(bucket, after, limit)
     if sl is None:
         raise NotFound(f"unknown bucket {bucket!r}", code="unknown_bucket")
     _check_cursor(epoch_param, after, sl.epoch, sl.watermark, sl.head)
@@ -135,7 +135,7 @@ async def feed(request: Request) -> Response:
             await until_disconnected(request, watch.wait_past(bucket, after, wait))
         finally:
             waiting.dec()
-        sl = await to_thread.run_sync(store.feed, bucket, after, limit)
+        sl = await store.read_feed(bucket, after, limit)
         assert sl is not None
         _check_cursor(epoch_param, after, sl.epoch, sl.watermark, sl.head)
 

@@ -79,10 +79,10 @@ class Replica:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        # One connection, used from worker threads: every use holds this lock.
+        # One connection, used from the event loop and worker threads: every use holds this lock.
         self.lock = threading.RLock()
-        # Pages apply in worker threads while the loop serves; a checkpoint inside one would
-        # hold this lock (and the page) for its sync.
+        # Pages apply while the loop serves; a checkpoint inside one would hold this lock (and
+        # the page, and on the loop every request) for its sync.
         autocheckpoint_off(self._db)
         self._wal = WalCheckpointer(path, self.lock)
 

@@ -206,6 +206,10 @@ class Store(abc.ABC):
 
         return await to_thread.run_sync(run)
 
+    async def read_feed(self, bucket: str, after: int, limit: int) -> FeedSlice | None:
+        """`feed`, from the event loop: here in a worker thread."""
+        return await to_thread.run_sync(self.feed, bucket, after, limit)
+
     @abc.abstractmethod
     def reader(self) -> AbstractContextManager[Tx]:
         """A read-only transaction that sees one consistent state."""

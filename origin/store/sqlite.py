@@ -14,11 +14,12 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from origin.store.base import Store, T, Tx, ensure_bucket, new_epoch
+from origin.store.base import FeedSlice, Store, T, Tx, ensure_bucket, new_epoch
 from sync import checksum as cks
 from sync.walcheckpoint import WalCheckpointer, autocheckpoint_off
 
 BUSY_TIMEOUT_MS = 30_000
+INLINE_FEED_CHANGES = 64  # a feed read of at most this many changes runs on the loop
 MIGRATIONS: list[str] = [
     # 1: the change log, synced entities, buckets
     """
@@ -179,6 +180,9 @@ class SQLiteStore(Store):
         # waiting on that commit stalls (the ingest scenario's p99).
         autocheckpoint_off(self._writer)
         self._wal = WalCheckpointer(path, self._write_lock)
+        # Each bucket's head as this process's commits left it (see `read_feed`).
+        self._heads: dict[str, int] = {}
+        self.on_commit(self._note_heads)
 
     def _migrate(self) -> None:
         with self._write_lock:
@@ -214,6 +218,27 @@ class SQLiteStore(Store):
                 return work(tx)
         except WriterBusy:
             return await super().write(work)
+
+    def _note_heads(self, heads: dict[str, int]) -> None:
+        for bucket, head in heads.items():
+            if head > self._heads.get(bucket, -1):
+                self._heads[bucket] = head
+
+    async def read_feed(self, bucket: str, after: int, limit: int) -> FeedSlice | None:
+        """On the event loop when the page is short by this process's last commit, else in a
+        worker thread.
+
+        An edge at the tail asks for the few changes since its cursor, dozens of times a
+        second. Read in a worker thread, such a page took 0.8–0.9 ms at p50 and ~10 ms at p99
+        under the route benchmark, the hop and the GIL costing far more than the read; on the
+        loop it is 0.2 ms, 1 ms at p99. A reader catching up, a bucket no commit of this
+        process has touched yet, or a head another process moved on (it then reads more than
+        it expected, on the loop: only slower) go to a worker thread as before.
+        """
+        head = self._heads.get(bucket)
+        if head is not None and head - after <= INLINE_FEED_CHANGES:
+            return self.feed(bucket, after, limit)
+        return await super().read_feed(bucket, after, limit)
 
     @contextmanager
     def _transaction(self, *, wait: bool) -> Iterator[Tx]:
