@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--peak-s", type=float, help="burst: seconds at the peak (default 60)")
     run.add_argument("--after-s", type=float, help="burst: seconds at the base rate after the peak")
     run.add_argument("--probes", type=int, help="sync-lag: concurrent lag probes")
+    run.add_argument(
+        "--arrivals",
+        choices=["even", "poisson"],
+        default="even",
+        help="locust scenarios: sends evenly spaced at the rate (default), or Poisson arrivals",
+    )
     run.add_argument("--results-dir", type=Path, help="default: benchmarks/results")
 
     suite = sub.add_parser("suite", help="the short suite `make bench` runs (about 3 minutes)")
@@ -88,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         peak_s=args.peak_s,
         after_s=args.after_s,
         probes=args.probes,
+        arrivals=args.arrivals,
     )
     command = ["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])]
     result = run_scenario(args.scenario, options, results_root=root, command=command)

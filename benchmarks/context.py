@@ -37,6 +37,7 @@ class Options:
     peak_s: float | None = None
     after_s: float | None = None
     probes: int | None = None
+    arrivals: str = "even"  # the locust scenarios' schedule: even or poisson
 
 
 @dataclass(frozen=True)
@@ -106,4 +107,5 @@ class Scenario:
             "regions": run.options.regions,
             "connections": run.options.connections,
             "wrk_rounds": run.options.rounds,
+            "arrivals": run.options.arrivals,
         }

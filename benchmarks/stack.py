@@ -211,7 +211,7 @@ def drive_with_locust(
             host=host,
             users=users,
             duration_s=duration_s,
-            params=params,
+            params={**params, "arrivals": run.options.arrivals},
             env=run.env,
         )
     cpu = sampler.report()

@@ -4,6 +4,13 @@
   its next send is due `1/rate` after the previous *due* time, not after the previous response,
   so a slow response does not silently lower the offered rate. A user that falls behind sends at
   once, and that request's latency counts from when it was due (coordinated-omission correction).
+- Arrivals (`params["arrivals"]`): `even` (the default) gives user k the phase frac(k/φ) of the
+  interval, from a common start, so the users' sends interleave evenly for any number of users
+  (no two closer than ~0.6 of the even spacing, none further than ~1.6): a constant arrival
+  rate, as wrk2 and k6's constant-arrival-rate offer it. Random phases, as before, repeat one
+  random cluster every interval for the whole run: at 300/s by 30 users, 12 sends within 20 ms
+  of every 100 ms, and a route p99 anywhere from 13 to 45 ms for the same code. `poisson`
+  spaces each user's sends by exponential gaps: independent shoppers, bursts included.
 - `record`: one raw row per request (intended, start and end time, status, outcome, phase) kept
   in memory and written as CSV when the test stops; the runner computes every percentile from it.
 """
@@ -11,7 +18,9 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import math
 import os
 import random
 import time
@@ -27,6 +36,9 @@ PARAMS: dict[str, Any] = json.loads(Path(os.environ["BENCH_PARAMS"]).read_text()
 ROWS: list[tuple[str, float, float, float, int, str, str]] = []
 STATE: dict[str, float] = {"started": time.time(), "stopped": 0.0, "behind": 0.0}
 USERS: list[PacedUser] = []
+ARRIVALS = str(PARAMS.get("arrivals", "even"))
+GOLDEN = (math.sqrt(5) - 1) / 2  # 1/φ
+_user_numbers = itertools.count()
 
 
 def phase_of(t: float) -> str:
@@ -89,10 +101,17 @@ class PacedUser(FastHttpUser):
 
     def on_start(self) -> None:
         self.interval = 1.0 / self.per_user_rate
-        # Spread the users' first sends over one interval so they do not arrive in lockstep.
-        self.due = time.time() + random.random() * self.interval
+        now = time.time()
+        if ARRIVALS == "poisson":
+            self.due = now + self._gap()
+        else:  # even: this user's phase of the common schedule, its first send after now
+            phase = STATE["started"] + (next(_user_numbers) * GOLDEN % 1.0) * self.interval
+            self.due = phase + max(math.ceil((now - phase) / self.interval), 0) * self.interval
         USERS.append(self)
         gevent.sleep(max(self.due - time.time(), 0.0))
+
+    def _gap(self) -> float:
+        return random.expovariate(self.per_user_rate) if ARRIVALS == "poisson" else self.interval
 
     def on_stop(self) -> None:
         self.count_behind(time.time())
@@ -104,7 +123,7 @@ class PacedUser(FastHttpUser):
             STATE["behind"] += max(int((now - self.due) / self.interval), 0)
 
     def wait_time(self) -> float:
-        self.due += self.interval
+        self.due += self._gap()
         return max(self.due - time.time(), 0.0)
 
     def timed_get(

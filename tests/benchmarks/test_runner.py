@@ -7,6 +7,8 @@ drives it, stops it and writes a complete result — not how fast anything is.
 
 from __future__ import annotations
 
+import csv
+import itertools
 import json
 import os
 import shutil
@@ -167,6 +169,20 @@ def test_steady_reports_each_kind_and_the_edge_against_the_ceiling(runs: dict[st
     assert runs["steady"].out_dir is not None
     assert "locust-requests.csv" in result["files"] and "locust_stats.csv" in result["files"]
     _wrk_checked(result, "max: track json", "max: track html")
+
+
+def test_paced_sends_are_evenly_spread(runs: dict[str, Finished]) -> None:
+    """A fixed rate means sends spaced at about 1/rate: never two users in near lockstep, which
+    would repeat the same burst every interval for the whole run."""
+    result = _completed(runs, "steady")
+    assert result["params"]["arrivals"] == "even"
+    out_dir = runs["steady"].out_dir
+    assert out_dir is not None
+    with (out_dir / "locust-requests.csv").open() as f:
+        due = sorted(float(r["intended"]) for r in csv.DictReader(f))
+    spacing = 1 / result["params"]["rate"]
+    closest = min(b - a for a, b in itertools.pairwise(due))
+    assert len(due) > 40 and closest >= 0.5 * spacing, (closest, spacing)
 
 
 def test_burst_reports_every_phase_and_what_was_shed(runs: dict[str, Finished]) -> None:
