@@ -1,9 +1,10 @@
-"""The feed client: what an edge asks the origin, over one aiohttp session.
+"""The feed client: what an edge asks the origin.
 
-aiohttp rather than httpx on this path: a hold is placed inside every routing decision, and a
-keep-alive POST cost the edge ~0.7–0.9 ms of CPU through httpx 0.28 (httpcore, anyio, h11, and
-httpcore's per-request `import sniffio` attempt) against ~0.2 ms through aiohttp, measured with
-the same request against the same local uvicorn server (README, design notes). Everything else
+Feed pages, snapshots and model blobs go over one aiohttp session; the hold calls (place,
+release, read) over `sync.http1`'s lean keep-alive pool. A hold is placed inside every routing
+decision, so its CPU is the decision's latency: a keep-alive POST cost the edge ~0.7–0.9 ms
+through httpx 0.28 (httpcore, anyio, h11, and httpcore's per-request `import sniffio` attempt),
+~0.33 ms through aiohttp and ~0.03 ms through the pool (README, design notes). Everything else
 in the project that talks HTTP (tests, benchmarks, the demo) keeps httpx.
 
 Errors: `OriginUnreachable` when there is no answer to act on (a connect error, a timeout, a 5xx,
@@ -22,6 +23,7 @@ import aiohttp
 import msgspec
 
 from sync.entities import Line, Reservation
+from sync.http1 import ConnectionFailed, Http1Pool
 from sync.wire import (
     MSGPACK,
     FeedPage,
@@ -114,9 +116,11 @@ class FeedClient:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=10.0),
             trace_configs=trace_configs,
         )
+        self._holds = Http1Pool(self.base)
 
     async def close(self) -> None:
         await self._session.close()
+        await self._holds.close()
 
     async def __aenter__(self) -> FeedClient:
         return self
@@ -194,8 +198,12 @@ class FeedClient:
         headers: dict[str, str] | None = None,
         content: bytes | None = None,
     ) -> bytes:
-        limits = aiohttp.ClientTimeout(total=timeout_s)
-        status, raw = await self._request(method, path, headers or self._auth, limits, content=content)
+        try:
+            status, raw = await self._holds.request(
+                method, path, headers or self._auth, content or b"", timeout_s=timeout_s
+            )
+        except ConnectionFailed as exc:
+            raise OriginUnreachable(f"{method} {path}: {exc}") from exc
         if status >= 500:
             raise OriginUnreachable(f"{method} {path}: {status}")
         if status >= 400:
