@@ -57,6 +57,9 @@ class _Connection(asyncio.Protocol):
         self._fail(ConnectionFailed(f"connection lost: {exc or 'closed by the origin'}"))
 
     def data_received(self, data: bytes) -> None:
+        if self._answer is None or self._answer.done():  # nothing was asked: not to be trusted
+            self.close()
+            return
         self._started = True
         try:
             self._parser.feed_data(data)
@@ -70,11 +73,13 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        answer = self._answer
+        if answer is None or answer.done():  # a second answer to one request
+            self.close()
+            return
         if not self._parser.should_keep_alive():
             self.close()  # the answer is whole; the connection is not to be reused
-        answer = self._answer
-        if answer is not None and not answer.done():
-            answer.set_result((self._parser.get_status_code(), b"".join(self._body)))
+        answer.set_result((self._parser.get_status_code(), b"".join(self._body)))
 
     # The client's side
 

@@ -85,6 +85,19 @@ async def _serve(handler: Handler) -> tuple[asyncio.Server, str]:
     return server, f"http://127.0.0.1:{port}"
 
 
+@contextlib.asynccontextmanager
+async def _pool_to(handler: Handler) -> AsyncIterator[Http1Pool]:
+    """A pool to a raw server running `handler` per connection; both closed afterwards."""
+    server, url = await _serve(handler)
+    pool = Http1Pool(url)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def _read_request(reader: asyncio.StreamReader) -> bytes:
     head = await reader.readuntil(b"\r\n\r\n")
     length = next(
@@ -115,17 +128,37 @@ def test_a_request_dropped_on_an_idle_connection_goes_again_on_a_new_one() -> No
         writer.close()
 
     async def scenario() -> None:
-        server, url = await _serve(handler)
-        pool = Http1Pool(url)
-        try:
+        async with _pool_to(handler) as pool:
             assert await pool.request("POST", "/hold", {}, b"a", timeout_s=5) == (200, b"ok")
             assert await pool.request("POST", "/hold", {}, b"b", timeout_s=5) == (200, b"ok")
             assert pool.opened == 2
             assert [r.endswith(b"\r\n\r\na") or r.endswith(b"\r\n\r\nb") for r in seen] == [True, True]
-        finally:
-            await pool.close()
-            server.close()
-            await server.wait_closed()
+
+    asyncio.run(scenario())
+
+
+def test_a_connection_that_speaks_unasked_is_not_reused() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")  # answers nothing asked
+        await writer.drain()
+        await _read_request(reader)  # a request sent on this connection would get "stale"
+        writer.write(OK)
+        await writer.drain()
+
+    async def scenario() -> None:
+        async with _pool_to(handler) as pool:
+            assert await pool.request("GET", "/a", {}, timeout_s=5) == (200, b"ok")
+            first = pool._idle[0] if pool._idle else None
+            for _ in range(5000):  # until the unasked bytes have arrived (5 s at most)
+                if first is None or first.closed:
+                    break
+                await asyncio.sleep(0.001)
+            assert first is None or first.closed
+            assert await pool.request("GET", "/b", {}, timeout_s=5) == (200, b"ok")
+            assert pool.opened == 2
 
     asyncio.run(scenario())
 
@@ -137,19 +170,13 @@ def test_no_answer_in_time_fails_and_the_connection_is_not_reused() -> None:
         writer.close()
 
     async def scenario() -> None:
-        server, url = await _serve(handler)
-        pool = Http1Pool(url)
-        loop = asyncio.get_running_loop()
-        try:
+        async with _pool_to(handler) as pool:
+            loop = asyncio.get_running_loop()
             started = loop.time()
             with pytest.raises(ConnectionFailed, match=r"no answer within 0\.2 s"):
                 await pool.request("POST", "/hold", {}, b"x", timeout_s=0.2)
             assert loop.time() - started < 2
             assert pool._idle == []
-        finally:
-            await pool.close()
-            server.close()
-            await server.wait_closed()
 
     asyncio.run(scenario())
 
@@ -166,16 +193,10 @@ def test_an_answer_cut_short_fails_without_a_second_try() -> None:
         writer.close()
 
     async def scenario() -> None:
-        server, url = await _serve(handler)
-        pool = Http1Pool(url)
-        try:
+        async with _pool_to(handler) as pool:
             with pytest.raises(ConnectionFailed, match="connection lost"):
                 await pool.request("POST", "/hold", {}, b"x", timeout_s=5)
             assert requests == 1
-        finally:
-            await pool.close()
-            server.close()
-            await server.wait_closed()
 
     asyncio.run(scenario())
 
