@@ -182,7 +182,9 @@ def test_paced_sends_are_evenly_spread(runs: dict[str, Finished]) -> None:
         due = sorted(float(r["intended"]) for r in csv.DictReader(f))
     spacing = 1 / result["params"]["rate"]
     closest = min(b - a for a, b in itertools.pairwise(due))
-    assert len(due) > 40 and closest >= 0.5 * spacing, (closest, spacing)
+    # However few were sent (a loaded machine answers slowly and each user waits for its
+    # answer), the times they were due for keep the schedule.
+    assert len(due) >= 8 and closest >= 0.5 * spacing, (len(due), closest, spacing)
 
 
 def test_burst_reports_every_phase_and_what_was_shed(runs: dict[str, Finished]) -> None:
