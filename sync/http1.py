@@ -97,6 +97,8 @@ class _Connection(asyncio.Protocol):
         self._answer = asyncio.get_running_loop().create_future()
         self._body = []
         self._started = False
+        if self.closed:  # lost between being picked and being used: nothing was sent
+            raise ConnectionFailed("connection lost before the request was sent")
         self.transport.write(request)
         return await self._answer
 
