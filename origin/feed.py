@@ -53,6 +53,10 @@ class HeadWatch:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.advance, heads)
 
+    def head(self, bucket: str) -> int | None:
+        """The newest sequence of the bucket heard of so far (None: nothing yet)."""
+        return self._heads.get(bucket)
+
     def advance(self, heads: dict[str, int]) -> None:
         for bucket, head in heads.items():
             if head > self._heads.get(bucket, -1):
@@ -123,7 +127,7 @@ async def feed(request: Request) -> Response:
     wait = _int_param(request, "wait", 0, 0, int(settings.feed_max_wait_s))
     epoch_param = request.query_params.get("epoch")
 
-    sl = await store.read_feed(bucket, after, limit)
+    sl = await store.read_feed(bucket, after, limit, head=watch.head(bucket))
     if sl is None:
         raise NotFound(f"unknown bucket {bucket!r}", code="unknown_bucket")
     _check_cursor(epoch_param, after, sl.epoch, sl.watermark, sl.head)
@@ -135,7 +139,7 @@ async def feed(request: Request) -> Response:
             await until_disconnected(request, watch.wait_past(bucket, after, wait))
         finally:
             waiting.dec()
-        sl = await store.read_feed(bucket, after, limit)
+        sl = await store.read_feed(bucket, after, limit, head=watch.head(bucket))
         assert sl is not None
         _check_cursor(epoch_param, after, sl.epoch, sl.watermark, sl.head)
 

@@ -45,7 +45,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._answer: asyncio.Future[tuple[int, bytes]] | None = None
         self._body: list[bytes] = []
-        self._started = False  # some of the current answer arrived
+        self.started = False  # some of the current answer arrived
 
     # asyncio.Protocol
 
@@ -60,7 +60,7 @@ class _Connection(asyncio.Protocol):
         if self._answer is None or self._answer.done():  # nothing was asked: not to be trusted
             self.close()
             return
-        self._started = True
+        self.started = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -88,15 +88,11 @@ class _Connection(asyncio.Protocol):
         if answer is not None and not answer.done():
             answer.set_exception(exc)
 
-    @property
-    def started(self) -> bool:
-        return self._started
-
     async def exchange(self, request: bytes) -> tuple[int, bytes]:
         assert self.transport is not None, "exchange before the connection was made"
         self._answer = asyncio.get_running_loop().create_future()
         self._body = []
-        self._started = False
+        self.started = False
         if self.closed:  # lost between being picked and being used: nothing was sent
             raise ConnectionFailed("connection lost before the request was sent")
         self.transport.write(request)
@@ -122,7 +118,7 @@ class Http1Pool:
         self._host_header = url.netloc.rpartition("@")[2].encode("ascii")
         self.max_idle = max_idle
         self._idle: list[_Connection] = []
-        self.opened = 0  # connections opened so far (for tests and metrics)
+        self.opened = 0  # connections opened so far (tests read it)
 
     async def request(
         self,

@@ -206,8 +206,12 @@ class Store(abc.ABC):
 
         return await to_thread.run_sync(run)
 
-    async def read_feed(self, bucket: str, after: int, limit: int) -> FeedSlice | None:
-        """`feed`, from the event loop: here in a worker thread."""
+    async def read_feed(
+        self, bucket: str, after: int, limit: int, *, head: int | None = None
+    ) -> FeedSlice | None:
+        """`feed`, from the event loop: here in a worker thread. `head` is the bucket's newest
+        sequence as the caller last heard of it (None: not known), for a backend to judge the
+        page's size by."""
         return await to_thread.run_sync(self.feed, bucket, after, limit)
 
     @abc.abstractmethod

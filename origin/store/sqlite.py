@@ -180,9 +180,6 @@ class SQLiteStore(Store):
         # waiting on that commit stalls (the ingest scenario's p99).
         autocheckpoint_off(self._writer)
         self._wal = WalCheckpointer(path, self._write_lock)
-        # Each bucket's head as this process's commits left it (see `read_feed`).
-        self._heads: dict[str, int] = {}
-        self.on_commit(self._note_heads)
 
     def _migrate(self) -> None:
         with self._write_lock:
@@ -219,23 +216,18 @@ class SQLiteStore(Store):
         except WriterBusy:
             return await super().write(work)
 
-    def _note_heads(self, heads: dict[str, int]) -> None:
-        for bucket, head in heads.items():
-            if head > self._heads.get(bucket, -1):
-                self._heads[bucket] = head
-
-    async def read_feed(self, bucket: str, after: int, limit: int) -> FeedSlice | None:
-        """On the event loop when the page is short by this process's last commit, else in a
-        worker thread.
+    async def read_feed(
+        self, bucket: str, after: int, limit: int, *, head: int | None = None
+    ) -> FeedSlice | None:
+        """On the event loop when `head` says the page is short, else in a worker thread.
 
         An edge at the tail asks for the few changes since its cursor, dozens of times a
         second. Read in a worker thread, such a page took 0.8–0.9 ms at p50 and ~10 ms at p99
         under the route benchmark, the hop and the GIL costing far more than the read; on the
-        loop it is 0.2 ms, 1 ms at p99. A reader catching up, a bucket no commit of this
-        process has touched yet, or a head another process moved on (it then reads more than
-        it expected, on the loop: only slower) go to a worker thread as before.
+        loop it is 0.2 ms, 1 ms at p99. A reader catching up, or a head not known yet, go to
+        a worker thread as before; a head another process moved on since means more changes
+        than expected, read on the loop: only slower.
         """
-        head = self._heads.get(bucket)
         if head is not None and head - after <= INLINE_FEED_CHANGES:
             return self.feed(bucket, after, limit)
         return await super().read_feed(bucket, after, limit)
