@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from edge import pages, routing
+from edge.allotments import Allotments, edge_id
 from edge.decisions import DecisionStore
 from edge.follower import BucketFollower, settle_heap
 from edge.inference import ModelShelf
@@ -80,9 +81,15 @@ async def sync_status(request: Request) -> Response:
             }
         )
     shelf: ModelShelf = request.app.state.shelf
-    return json_response(
-        {"region": request.app.state.settings.region, "buckets": out, "models": shelf.status()}
-    )
+    body: dict[str, Any] = {
+        "region": request.app.state.settings.region,
+        "buckets": out,
+        "models": shelf.status(),
+    }
+    allotments: Allotments | None = request.app.state.router.allotments
+    if allotments is not None:
+        body["allotments"] = allotments.status()
+    return json_response(body)
 
 
 async def metrics(request: Request) -> Response:
@@ -97,6 +104,11 @@ def create_app(settings: EdgeSettings) -> Starlette:
         held_orders = routing.HeldOrders()
         model = ReadModel([customers, stock, held, held_orders])
         client = FeedClient(settings.origin_url, settings.edge_token)
+        allotments: Allotments | None = None
+        if settings.allotments:
+            owner = edge_id(settings.data_dir, settings.region)
+            allotments = Allotments(settings, model, settings.buckets[1], owner)
+            model.watch(allotments)
         followers = [
             BucketFollower(
                 b,
@@ -126,7 +138,15 @@ def create_app(settings: EdgeSettings) -> Starlette:
         app.state.pages = pages.Pages(settings, model, followers, metrics, insights)
         decisions = DecisionStore(settings.data_dir / "decisions.sqlite3")
         router = routing.Router(
-            settings, model, shelf, held_orders, decisions, client, metrics, lambda: followers[1].status.ready
+            settings,
+            model,
+            shelf,
+            held_orders,
+            decisions,
+            client,
+            metrics,
+            lambda: followers[1].status.ready,
+            allotments,
         )
         await router.outbox.load()
         if settings.freeze_heap:
@@ -136,12 +156,16 @@ def create_app(settings: EdgeSettings) -> Starlette:
         tasks.append(asyncio.create_task(lag.run(), name="loop lag"))
         tasks.append(asyncio.create_task(shelf.run(), name="models"))
         tasks.append(asyncio.create_task(router.outbox.run(), name="outbox"))
+        if allotments is not None:
+            refill = allotments.run(client, router.free, metrics)
+            tasks.append(asyncio.create_task(refill, name="allotments"))
         try:
             yield
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await router.outbox.stop()
             await client.close()
             replica.close()
             decisions.close()

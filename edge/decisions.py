@@ -6,9 +6,11 @@ the origin (`confirmed`), kept to replay because the origin could not be reached
 tells that story attempt by attempt; `GET /v1/decisions/{id}` shows the record as it is now.
 
 One row per decision, keyed by `decision_id` and unique by `order_id`, the record itself as
-MessagePack. The decision id is derived from the region and the order id, and each hold's
-reservation id from the decision id and the attempt, so a request repeated — even after this
-file were lost — asks the origin for the same holds under the same Idempotency-Keys.
+MessagePack; its `holds` column is the outbox's to-do state: the decision's `holds`, or `sending`
+for a confirmed decision with holds drawn from an allotment that the origin has not had yet.
+The decision id is derived from the region and the order id, and each hold's reservation id
+from the decision id and the attempt, so a request repeated — even after this file were lost —
+asks the origin for the same holds under the same Idempotency-Keys.
 
 Only rounded coordinates (two decimals, about a kilometre) ever reach this file.
 """
@@ -35,8 +37,9 @@ Qty = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
 HoldsState = Literal["confirmed", "provisional", "unfilled"]
 # What `score` measures: predicted p50 hours (a model decided) or kilometres (the fallback).
 ScoreKind = Literal["p50_hours", "distance_km"]
-# Per allocation: waiting to be placed, held at the origin, refused, or given back.
-AllocationState = Literal["pending", "held", "refused", "released"]
+# Per allocation: waiting to be placed, drawn from this edge's allotment (on its way to the
+# origin), held at the origin, refused, or given back.
+AllocationState = Literal["pending", "drawn", "held", "refused", "released"]
 
 
 class Destination(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,6 +96,7 @@ class Allocation(msgspec.Struct, kw_only=True):
     reservation_id: str
     ttl_s: int
     state: AllocationState = "pending"
+    allotment_id: str | None = None  # the allotment it was drawn from
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -229,7 +233,15 @@ CREATE TABLE IF NOT EXISTS decision (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decision_provisional ON decision (created_at) WHERE holds = 'provisional';
+CREATE INDEX IF NOT EXISTS decision_sending ON decision (created_at) WHERE holds = 'sending';
 """
+
+
+def to_do(d: Decision) -> str:
+    """The `holds` column: what the outbox still has to do for the decision."""
+    if d.holds == "confirmed" and any(a.state == "drawn" for a in d.allocations):
+        return "sending"
+    return d.holds
 
 
 class DecisionStore:
@@ -278,7 +290,7 @@ class DecisionStore:
                 (
                     d.decision_id,
                     d.order.order_id,
-                    d.holds,
+                    to_do(d),
                     d.created_at.timestamp(),
                     d.updated_at.timestamp(),
                     _encoder.encode(d),
@@ -293,17 +305,21 @@ class DecisionStore:
         return None if row is None else _decoder.decode(row[0])
 
     def provisional(self) -> list[Decision]:
-        """Decisions whose holds wait to be replayed, oldest first."""
+        """Decisions with holds the origin has not had yet (provisional, or drawn and sending),
+        oldest first."""
         with self._read_lock:
             rows = self._reader.execute(
-                "SELECT body FROM decision WHERE holds = 'provisional' ORDER BY created_at"
+                "SELECT created_at, body FROM decision WHERE holds = 'provisional'"
+                " UNION ALL SELECT created_at, body FROM decision WHERE holds = 'sending'"
+                " ORDER BY 1"
             ).fetchall()
-        return [_decoder.decode(r[0]) for r in rows]
+        return [_decoder.decode(r[1]) for r in rows]
 
     def recent(self, since: float) -> list[Decision]:
         """Decisions changed since `since` (a timestamp): those whose holds may not have replicated."""
         with self._read_lock:
             rows = self._reader.execute(
-                "SELECT body FROM decision WHERE updated_at >= ? OR holds = 'provisional'", (since,)
+                "SELECT body FROM decision WHERE updated_at >= ? OR holds IN ('provisional', 'sending')",
+                (since,),
             ).fetchall()
         return [_decoder.decode(r[0]) for r in rows]

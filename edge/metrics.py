@@ -139,7 +139,22 @@ class EdgeMetrics:
             registry=r,
         )
         self.outbox_depth = Gauge(
-            "waypost_outbox_depth", "Provisional decisions waiting to be replayed at the origin", registry=r
+            "waypost_outbox_depth",
+            "Decisions whose holds wait to reach the origin: provisional, or drawn and sending",
+            registry=r,
+        )
+        self.route_holds = Counter(
+            "waypost_route_holds",
+            "Holds of new decisions by where they came from: allotment (drawn here, sent to the "
+            "origin after the answer) or origin (asked for before the answer)",
+            ["source"],
+            registry=r,
+        )
+        self.allotments = Counter(
+            "waypost_allotments",
+            "Allotments asked of the origin, by result: granted, refused, unreachable, released",
+            ["result"],
+            registry=r,
         )
         self.outbox_events = Counter(
             "waypost_outbox_events",

@@ -17,6 +17,12 @@ cut off, or the replica was behind), the decision's other holds of that attempt 
 the refusing site is left out, and `replan` routes the order again from the edge's current
 view; the new attempt gets new reservation ids. With nowhere left, the decision is `unfilled`.
 
+With allotments (`edge.allotments`), `submit` first draws each allocation it can from stock the
+origin set aside for this edge: a decision drawn whole is saved `confirmed` and answered at
+once, and its holds are sent behind the answer (`_deliver`, naming the allotment), retried by
+`run` like a replay while the origin is away. A drawn hold the origin refuses (it could neither
+take it from the allotment nor from available stock) re-routes like a refused replay.
+
 `OwnHolds` is the edge's memory of what it asked for that its replica does not show yet (every
 provisional hold, and a confirmed one until its reservation replicates): routing subtracts it
 from the replica's available stock, so two orders never count on the same units.
@@ -32,7 +38,8 @@ from datetime import UTC, datetime
 
 from anyio import to_thread
 
-from edge.decisions import Allocation, Decision, DecisionStore, Event, Plan, adopt
+from edge.allotments import Allotments
+from edge.decisions import Allocation, Decision, DecisionStore, Event, Plan, adopt, to_do
 from edge.metrics import EdgeMetrics
 from edge.readmodel import ReadModel
 from edge.settings import EdgeSettings
@@ -42,6 +49,7 @@ from sync.entities import ChangeKinds, Line
 log = logging.getLogger("waypost.edge.outbox")
 
 MAX_REROUTES = 3  # after refusals, per round of placing
+MAX_SENDING = 16  # drawn decisions sent to the origin at once
 Replan = Callable[[Decision], Plan | None]
 
 
@@ -84,6 +92,7 @@ class Outbox:
         settings: EdgeSettings,
         metrics: EdgeMetrics,
         replan: Replan,
+        allotments: Allotments | None = None,
     ) -> None:
         self.store = store
         self.client = client
@@ -91,8 +100,12 @@ class Outbox:
         self.settings = settings
         self.metrics = metrics
         self.replan = replan
+        self.allotments = allotments
+        self._sending = asyncio.Semaphore(MAX_SENDING)
+        self._senders: set[asyncio.Task[None]] = set()
+        self._delivering: set[str] = set()  # drawn decisions a sender task will send
         self.origin_up = True  # until a hold request says otherwise
-        self.provisional: set[str] = set()  # decision ids
+        self.provisional: set[str] = set()  # decisions whose holds the origin has yet to have
         self._busy: set[str] = set()  # decisions being placed right now
         self._wake = asyncio.Event()
 
@@ -106,17 +119,25 @@ class Outbox:
             for a in d.allocations:
                 if a.state in ("pending", "held"):
                     self.own.add(a)
-            if d.holds == "provisional":
+                elif a.state == "drawn" and a.allotment_id and self.allotments is not None:
+                    self.allotments.note(a.allotment_id, a.reservation_id, a.lines)
+            if d.holds == "provisional" or any(a.state == "drawn" for a in d.allocations):
                 self.provisional.add(d.decision_id)
         self._gauge()
         self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop sending: what is unsent stays `sending` in the store, for the next start."""
+        for task in list(self._senders):
+            task.cancel()
+        await asyncio.gather(*self._senders, return_exceptions=True)
 
     def _gauge(self) -> None:
         self.metrics.outbox_depth.set(len(self.provisional))
 
     async def _save(self, d: Decision, *, durable: bool | None = None) -> None:
         """Write the decision; fsynced when it is provisional (a promise to replay) unless told."""
-        if d.holds == "provisional":
+        if to_do(d) != d.holds or d.holds == "provisional":  # the origin has yet to have its holds
             self.provisional.add(d.decision_id)
         else:
             self.provisional.discard(d.decision_id)
@@ -126,10 +147,44 @@ class Outbox:
         else:
             self.store.save(d)  # tens of microseconds: less than the hop to a worker thread
 
+    def _draw(self, d: Decision) -> bool:
+        """Draw every allocation an allotment covers; True when all of them were."""
+        if self.allotments is None:
+            return False
+        whole = True
+        for a in d.allocations:
+            self.allotments.demand(a.site_id, a.lines)
+            allotment = self.allotments.take(a.site_id, a.lines, a.reservation_id)
+            if allotment is None:
+                whole = False
+                continue
+            a.state, a.allotment_id = "drawn", allotment
+            d.history.append(
+                Event(at=d.updated_at, event="drawn", attempt=d.attempt, site_id=a.site_id, detail=allotment)
+            )
+        if not whole:
+            self.allotments.wake()
+        return whole
+
     async def submit(self, d: Decision) -> Decision:
         """Keep a new decision, then place its holds unless the origin is known to be away."""
+        whole = self._draw(d)
         for a in d.allocations:
-            self.own.add(a)
+            self.metrics.route_holds.labels("allotment" if a.state == "drawn" else "origin").inc()
+            if a.state == "pending":
+                self.own.add(a)
+        if whole:  # the units were this edge's to promise: answer now, tell the origin next
+            d.holds = "confirmed"
+            d.history.append(Event(at=d.updated_at, event="confirmed", attempt=d.attempt))
+            await self._save(d)
+            if self.origin_up:
+                self._delivering.add(d.decision_id)
+                task = asyncio.create_task(self._deliver(d.decision_id, d))
+                self._senders.add(task)
+                task.add_done_callback(self._senders.discard)
+            else:
+                self._wake.set()
+            return d
         self._busy.add(d.decision_id)
         try:
             if not self.origin_up:
@@ -145,14 +200,31 @@ class Outbox:
         finally:
             self._busy.discard(d.decision_id)
 
+    async def _deliver(self, did: str, d: Decision) -> None:
+        """Send a drawn decision's holds to the origin (behind its answer)."""
+        try:
+            async with self._sending:
+                if did in self._busy:  # a replay has it
+                    return
+                self._busy.add(did)
+                try:
+                    await self._place(d)
+                except Exception:  # the replays will try again: never lose the task's error
+                    log.exception("sending the holds of %s failed", did)
+                    self._wake.set()
+                finally:
+                    self._busy.discard(did)
+        finally:
+            self._delivering.discard(did)
+
     async def _place(self, d: Decision, *, replay: bool = False) -> Decision:
-        """Ask the origin for every pending hold; re-route on a refusal. Saves what happened."""
+        """Ask the origin for every pending or drawn hold; re-route on a refusal. Saves what happened."""
         timeout = self.settings.reserve_timeout_s
         reroutes = 0
         while True:
             refused: tuple[Allocation, HoldRefused] | None = None
             for a in d.allocations:
-                if a.state != "pending":
+                if a.state not in ("pending", "drawn"):
                     continue
                 hold = HoldRequest(
                     reservation_id=a.reservation_id,
@@ -160,6 +232,7 @@ class Outbox:
                     site_id=a.site_id,
                     lines=a.lines,
                     ttl_s=a.ttl_s,
+                    allotment_id=a.allotment_id if a.state == "drawn" else None,
                 )
                 try:
                     await self.client.reserve(hold, timeout_s=timeout)
@@ -181,10 +254,11 @@ class Outbox:
                 a.state = "held"
                 d.history.append(Event(at=self._now(), event="placed", attempt=d.attempt, site_id=a.site_id))
             if refused is None:
-                d.holds, d.updated_at = "confirmed", self._now()
-                d.history.append(
-                    Event(at=d.updated_at, event="replayed" if replay else "confirmed", attempt=d.attempt)
-                )
+                if d.holds != "confirmed":
+                    d.holds, d.updated_at = "confirmed", self._now()
+                    d.history.append(
+                        Event(at=d.updated_at, event="replayed" if replay else "confirmed", attempt=d.attempt)
+                    )
                 await self._save(d)
                 return d
             await self._reroute(d, *refused, again=reroutes < MAX_REROUTES)
@@ -197,6 +271,7 @@ class Outbox:
 
     async def _reroute(self, d: Decision, refused: Allocation, exc: HoldRefused, *, again: bool) -> None:
         now = self._now()
+        self._give_back(refused)
         refused.state = "refused"
         self.own.drop(refused)
         detail = exc.detail if exc.code == "insufficient_stock" else f"{exc.code}: {exc.detail}"
@@ -207,7 +282,8 @@ class Outbox:
         for a in d.allocations:
             if a.state == "held":
                 await self._release(d, a)
-            if a.state == "pending":
+            if a.state in ("pending", "drawn"):
+                self._give_back(a)
                 a.state = "released"  # never asked for
             self.own.drop(a)
         if refused.site_id not in d.excluded:
@@ -228,6 +304,12 @@ class Outbox:
         for a in d.allocations:
             self.own.add(a)
         self.metrics.outbox_events.labels("rerouted").inc()
+
+    def _give_back(self, a: Allocation) -> None:
+        """A draw not made at the origin: its units are the allotment's again. (Were it made,
+        and the answer lost, the replica shows the allotment shrunk, and the hold expires.)"""
+        if a.state == "drawn" and a.allotment_id and self.allotments is not None:
+            self.allotments.forget(a.allotment_id, a.reservation_id)
 
     async def _release(self, d: Decision, a: Allocation) -> None:
         try:
@@ -250,17 +332,19 @@ class Outbox:
         """Replay what is queued, oldest first; False if the origin is still unreachable."""
         for queued in await to_thread.run_sync(self.store.provisional):
             did = queued.decision_id
-            if did in self._busy:
+            if did in self._busy or did in self._delivering:
                 continue
             self._busy.add(did)
             try:
                 d = await to_thread.run_sync(self.store.get, did)  # fresh, now that it is ours
-                if d is None or d.holds != "provisional":
+                if d is None or not (
+                    d.holds == "provisional" or any(a.state == "drawn" for a in d.allocations)
+                ):
                     continue
                 d = await self._place(d, replay=True)
             finally:
                 self._busy.discard(did)
-            if d.holds == "provisional":
+            if d.holds == "provisional" or any(a.state == "drawn" for a in d.allocations):
                 self.metrics.outbox_events.labels("unreachable").inc()
                 return False
             self.metrics.outbox_events.labels("replayed" if d.holds == "confirmed" else d.holds).inc()
@@ -282,7 +366,7 @@ class Outbox:
                 ok = False
             if ok:
                 backoff = 0.0
-                if self.provisional - self._busy:  # queued while this round ran
+                if self.provisional - self._busy - self._delivering:  # queued while this round ran
                     self._wake.set()
             else:
                 backoff = min(max(backoff * 2, 0.2), self.settings.outbox_retry_max_s)

@@ -42,7 +42,11 @@ class ReadModel:
         self._buckets: dict[str, dict[str, Table]] = {}
         self._views: dict[str, list[View]] = {}
         for view in views:
-            self._views.setdefault(view.kind, []).append(view)
+            self.watch(view)
+
+    def watch(self, view: View) -> None:
+        """Keep `view` up to date from now on (add views before the replica is loaded)."""
+        self._views.setdefault(view.kind, []).append(view)
 
     def table(self, bucket: str, kind: str) -> Table:
         """A kind's bodies as stored: packed for `sync.bodies.PACKED_KINDS` (use `get` for those)."""
@@ -142,7 +146,7 @@ class RegionStock(View):
 
 
 class HeldAtSite(View):
-    """site_id → units held by live reservations: the pick backlog the delivery model reads."""
+    """site_id → units held by live orders' reservations: the pick backlog the delivery model reads."""
 
     kind = ChangeKinds.RESERVATION
 
@@ -153,7 +157,7 @@ class HeldAtSite(View):
         self.units = {}
 
     def _bump(self, entity: Any, sign: int) -> None:
-        if entity.state == "held":
+        if entity.state == "held" and entity.owner is None:  # an allotment is no one's order yet
             self.units[entity.site_id] = self.units.get(entity.site_id, 0) + sign * sum(
                 line.qty for line in entity.lines
             )

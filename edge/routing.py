@@ -40,6 +40,7 @@ from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
+from edge.allotments import Allotments
 from edge.decisions import (
     Candidate,
     Decision,
@@ -86,7 +87,8 @@ class RouteError(Exception):
 
 
 class HeldOrders(View):
-    """site_id → held reservations in the replica: the backlog the delivery model reads."""
+    """site_id → held reservations in the replica (orders', not allotments): the backlog the
+    delivery model reads."""
 
     kind = ChangeKinds.RESERVATION
 
@@ -97,11 +99,11 @@ class HeldOrders(View):
         self.by_site = {}
 
     def add(self, key: str, entity: Any) -> None:
-        if entity.state == "held":
+        if entity.state == "held" and entity.owner is None:
             self.by_site[entity.site_id] = self.by_site.get(entity.site_id, 0) + 1
 
     def remove(self, key: str, entity: Any) -> None:
-        if entity.state == "held":
+        if entity.state == "held" and entity.owner is None:
             self.by_site[entity.site_id] = self.by_site.get(entity.site_id, 0) - 1
 
 
@@ -155,6 +157,7 @@ class Router:
         client: FeedClient,
         metrics: EdgeMetrics,
         ready: Callable[[], bool],
+        allotments: Allotments | None = None,
     ) -> None:
         self.settings = settings
         self.model = model
@@ -165,7 +168,8 @@ class Router:
         self.ready = ready
         self.global_bucket, self.region_bucket = settings.buckets
         self.own = OwnHolds(model, self.region_bucket)
-        self.outbox = Outbox(store, client, self.own, settings, metrics, self.replan)
+        self.allotments = allotments
+        self.outbox = Outbox(store, client, self.own, settings, metrics, self.replan, allotments)
         self._locks: dict[str, _OrderLock] = {}
 
     # The edge's view
@@ -178,16 +182,24 @@ class Router:
             key=lambda s: s.site_id,
         )
 
-    def available(self, site_id: str, sku: str) -> int:
-        """Units the edge may still promise: the replica's available minus its own unseen holds."""
+    def free(self, site_id: str, sku: str) -> int:
+        """Units nobody holds: the replica's available minus what this edge has asked to hold
+        that the replica does not show yet (orders' holds, and allotments)."""
         body = self.model.get(self.region_bucket, ChangeKinds.STOCK, stock_key(site_id, sku))
         if body is None:
             return 0
         stock: Stock = decode_entity(ChangeKinds.STOCK, body)
-        return max(stock.available - self.own.units(site_id, sku), 0)
+        asking = 0 if self.allotments is None else self.allotments.asking(site_id, sku)
+        return max(stock.available - self.own.units(site_id, sku) - asking, 0)
+
+    def available(self, site_id: str, sku: str) -> int:
+        """Units the edge may still promise: free ones, and those left in its allotments."""
+        free = self.free(site_id, sku)
+        return free if self.allotments is None else free + self.allotments.units(site_id, sku)
 
     def backlog(self, site_id: str) -> int:
-        return max(self.held.by_site.get(site_id, 0), 0) + self.own.orders(site_id)
+        drawn = 0 if self.allotments is None else self.allotments.orders(site_id)
+        return max(self.held.by_site.get(site_id, 0), 0) + self.own.orders(site_id) + drawn
 
     # Planning
 

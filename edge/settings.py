@@ -37,6 +37,13 @@ class EdgeSettings:
     hold_ttl_s: int = 900  # how long the origin keeps a routing decision's hold
     reserve_timeout_s: float = 2.0  # a hold request slower than this leaves the decision provisional
     outbox_retry_max_s: float = 5.0  # the longest wait between replays while the origin is away
+    # Allotments (edge/allotments.py): stock the origin sets aside for this edge to draw from
+    allotments: bool = True
+    allotment_ttl_s: int = 900
+    allotment_margin_s: int = 300  # no draws this close to an allotment's expiry
+    allotment_horizon_s: float = 30.0  # an allotment holds about this long of the demand seen
+    allotment_share: float = 0.5  # at most this share of a site's stock in this edge's allotments
+    allotment_tick_s: float = 0.5
     # `python -m edge serve` sets it: the process is the edge's alone (see follower.settle_heap)
     freeze_heap: bool = False
     clock: Callable[[], float] = field(default=time.time, compare=False)
@@ -81,5 +88,8 @@ class EdgeSettings:
             timezone=env.get("WAYPOST_TIMEZONE", "UTC"),
             max_inflight=int(env.get("WAYPOST_MAX_INFLIGHT", "256")),
             feed_batch_s=float(env.get("WAYPOST_FEED_BATCH_S", "0.02")),
+            allotments=env.get("WAYPOST_ALLOTMENTS", "1") not in ("0", "false", "off", "no"),
+            allotment_horizon_s=float(env.get("WAYPOST_ALLOTMENT_HORIZON_S", "30")),
+            allotment_share=float(env.get("WAYPOST_ALLOTMENT_SHARE", "0.5")),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

@@ -9,6 +9,15 @@ by a conditional state change so concurrent settlers cannot both win.
 Balances change only through `_move`, a conditional UPDATE that refuses to take `available`
 (on_hand - reserved) below zero; a CHECK constraint in the table is the second line of defence.
 The synced `stock` and `reservation` entities are written in the same transaction.
+
+**Allotments** are escrow (O'Neil's escrow transactions; the quotas a bank gives its branches):
+an edge asks for a hold with no order (`allot`), and then draws its orders' holds from it
+(`reserve(..., allotment_id=)`) — having promised them already, without waiting for this
+round trip. A draw moves the units from the allotment to the order's hold (a partial release
+of one, a reserve of the other: `stock.reserved` does not change) and is kept as an ordinary
+hold. A draw the allotment cannot cover (it expired, was released, or has too little left) is
+taken from available stock like any hold, and refused only when that is short too. What is
+left of an allotment is released by its edge or expires like any hold; it cannot be committed.
 """
 
 from __future__ import annotations
@@ -163,7 +172,7 @@ def _put_hold(tx: Tx, region: str, hold: Reservation) -> None:
 
 def get_hold(tx: Tx, reservation_id: str) -> Reservation | None:
     row = tx.one(
-        "SELECT order_id, site_id, lines, state, expires_at FROM reservation WHERE reservation_id = ?",
+        "SELECT order_id, site_id, lines, state, expires_at, owner FROM reservation WHERE reservation_id = ?",
         (reservation_id,),
     )
     if row is None:
@@ -175,14 +184,25 @@ def get_hold(tx: Tx, reservation_id: str) -> Reservation | None:
         lines=_lines_decoder.decode(bytes(row[2])),
         state=row[3],
         expires_at=_utc(row[4]),
+        owner=row[5],
     )
 
 
 def reserve(
-    tx: Tx, reservation_id: str, order_id: str, site_id: str, lines: list[Line], ttl_s: int
+    tx: Tx,
+    reservation_id: str,
+    order_id: str,
+    site_id: str,
+    lines: list[Line],
+    ttl_s: int,
+    *,
+    allotment_id: str | None = None,
+    owner: str | None = None,
 ) -> Reservation:
     """Hold all lines at one site for `ttl_s`, or refuse naming what is available.
 
+    With `allotment_id`, the units come out of that allotment when it can cover every line,
+    else out of available stock. With `owner` (and no order), the hold is an allotment.
     The same reservation id again returns the existing hold (whatever its state) when it asks
     for the same thing, and is refused when it asks for something else.
     """
@@ -192,11 +212,16 @@ def reserve(
         raise InvalidInput(f"ttl_s must be within 1..{MAX_TTL_S}, got {ttl_s}", field="ttl_s")
     existing = get_hold(tx, reservation_id)
     if existing is not None:
-        if (existing.order_id, existing.site_id, existing.lines) != (order_id, site_id, lines):
+        same = (existing.order_id, existing.site_id, existing.owner) == (order_id, site_id, owner) and (
+            existing.lines == lines or owner is not None  # an allotment's lines shrink as it is drawn
+        )
+        if not same:
             raise Conflict(
                 f"reservation_id {reservation_id!r} already holds other lines", code="reservation_exists"
             )
         return expire_if_due(tx, existing)
+    if allotment_id is not None:
+        _draw(tx, allotment_id, reservation_id, site_id, lines, region)
     short = []
     for line in lines:
         have = stock_level(tx, site_id, line.sku)
@@ -223,9 +248,10 @@ def reserve(
         )
     expires = tx.now + ttl_s
     tx.execute(
-        "INSERT INTO reservation (reservation_id, order_id, site_id, lines, state, expires_at, created_at)"
-        " VALUES (?, ?, ?, ?, 'held', ?, ?)",
-        (reservation_id, order_id, site_id, _lines_encoder.encode(lines), expires, tx.now),
+        "INSERT INTO reservation"
+        " (reservation_id, order_id, site_id, lines, state, expires_at, created_at, owner)"
+        " VALUES (?, ?, ?, ?, 'held', ?, ?, ?)",
+        (reservation_id, order_id, site_id, _lines_encoder.encode(lines), expires, tx.now, owner),
     )
     hold = Reservation(
         reservation_id=reservation_id,
@@ -234,9 +260,52 @@ def reserve(
         lines=lines,
         state="held",
         expires_at=_utc(expires),
+        owner=owner,
     )
     _put_hold(tx, region, hold)
     return hold
+
+
+def allot(tx: Tx, allotment_id: str, owner: str, site_id: str, lines: list[Line], ttl_s: int) -> Reservation:
+    """Grant `owner` (an edge) a hold with no order, to draw its orders' holds from."""
+    return reserve(tx, allotment_id, "", site_id, lines, ttl_s, owner=owner)
+
+
+def _draw(
+    tx: Tx, allotment_id: str, reservation_id: str, site_id: str, lines: list[Line], region: str
+) -> None:
+    """Give `lines` back from the allotment, for the hold made next to take them at once.
+
+    Nothing happens when the allotment cannot cover every line: the hold then takes
+    available stock (or is refused) like any other. The allotment is written to the feed before
+    the hold, so an edge never sees the hold without the allotment having shrunk.
+    """
+    allotment = get_hold(tx, allotment_id)
+    if allotment is None or allotment.owner is None or allotment.site_id != site_id:
+        return
+    allotment = expire_if_due(tx, allotment)
+    left = {line.sku: line.qty for line in allotment.lines}
+    if allotment.state != "held" or any(left.get(line.sku, 0) < line.qty for line in lines):
+        return
+    for line in by_sku(lines):
+        _move(
+            tx,
+            f"{reservation_id}:draw:{line.sku}",
+            site_id,
+            line.sku,
+            "release",
+            0,
+            -line.qty,
+            reservation_id=allotment_id,
+            region=region,
+        )
+        left[line.sku] -= line.qty
+    remaining = [Line(sku, qty) for sku, qty in left.items() if qty > 0]
+    tx.execute(
+        "UPDATE reservation SET lines = ? WHERE reservation_id = ?",
+        (_lines_encoder.encode(remaining), allotment_id),
+    )
+    _put_hold(tx, region, msgspec.structs.replace(allotment, lines=remaining))
 
 
 _SETTLE: dict[HoldState, tuple[MovementKind, int, int]] = {
@@ -291,6 +360,12 @@ def _require(tx: Tx, reservation_id: str) -> Reservation:
 
 def commit(tx: Tx, reservation_id: str) -> Reservation:
     hold = _require(tx, reservation_id)
+    if hold.owner is not None:
+        raise Conflict(
+            f"reservation {reservation_id!r} is an allotment of {hold.owner}: only holds drawn"
+            " from it can be committed",
+            code="hold_allotment",
+        )
     if hold.state == "held":
         return _settle(tx, hold, "committed")
     if hold.state != "committed":

@@ -44,6 +44,15 @@ class NewHold(msgspec.Struct, frozen=True, kw_only=True):
     site_id: str
     lines: list[Line]
     ttl_s: int = 900
+    allotment_id: Id | None = None  # take the units from this allotment when it can cover them
+
+
+class NewAllotment(msgspec.Struct, frozen=True, kw_only=True):
+    allotment_id: Id
+    owner: Id  # the edge that will draw from it
+    site_id: str
+    lines: list[Line]
+    ttl_s: int = 900
 
 
 async def idempotent(request: Request, body: bytes, work: Callable[[Tx], tuple[int, Any]]) -> Response:
@@ -162,7 +171,27 @@ async def create_hold(request: Request) -> Response:
     req = decode_json(body, NewHold)
 
     def work(tx: Tx) -> tuple[int, Any]:
-        hold = ledger.reserve(tx, req.reservation_id, req.order_id, req.site_id, req.lines, req.ttl_s)
+        hold = ledger.reserve(
+            tx,
+            req.reservation_id,
+            req.order_id,
+            req.site_id,
+            req.lines,
+            req.ttl_s,
+            allotment_id=req.allotment_id,
+        )
+        return 201, ledger.hold_json(hold)
+
+    return await idempotent(request, body, work)
+
+
+async def create_allotment(request: Request) -> Response:
+    require(request, "edge")
+    body = await read_body(request, MAX_BODY)
+    req = decode_json(body, NewAllotment)
+
+    def work(tx: Tx) -> tuple[int, Any]:
+        hold = ledger.allot(tx, req.allotment_id, req.owner, req.site_id, req.lines, req.ttl_s)
         return 201, ledger.hold_json(hold)
 
     return await idempotent(request, body, work)
@@ -206,6 +235,7 @@ routes = [
     Route("/v1/stock/movements", create_movement, methods=["POST"]),
     Route("/v1/stock/{site_id}/{sku}", read_stock),
     Route("/v1/reservations", create_hold, methods=["POST"]),
+    Route("/v1/allotments", create_allotment, methods=["POST"]),
     Route("/v1/reservations/{reservation_id}", read_hold),
     Route("/v1/reservations/{reservation_id}/commit", settle_route(ledger.commit), methods=["POST"]),
     Route("/v1/reservations/{reservation_id}/release", settle_route(ledger.release), methods=["POST"]),

@@ -67,11 +67,22 @@ class HoldRefused(Exception):
         super().__init__(f"hold {reservation_id!r} refused ({status} {self.code}): {self.detail}")
 
 
-class HoldRequest(msgspec.Struct, frozen=True, kw_only=True):
+class HoldRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """`POST /v1/reservations`: the same struct encodes to the same bytes, so a replay matches."""
 
     reservation_id: str
     order_id: str
+    site_id: str
+    lines: list[Line]
+    ttl_s: int
+    allotment_id: str | None = None  # draw the units from this edge's allotment
+
+
+class AllotRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """`POST /v1/allotments`: stock set aside for `owner` (an edge) to draw holds from."""
+
+    allotment_id: str
+    owner: str
     site_id: str
     lines: list[Line]
     ttl_s: int
@@ -177,6 +188,14 @@ class FeedClient:
         }
         raw = await self._send(
             "POST", "/v1/reservations", hold.reservation_id, timeout_s, headers, _hold_encoder.encode(hold)
+        )
+        return _hold_decoder.decode(raw)
+
+    async def allot(self, req: AllotRequest, *, timeout_s: float) -> Reservation:
+        """Ask for an allotment, keyed by its id (the Idempotency-Key): safe to repeat."""
+        headers = {**self._auth, "Content-Type": "application/json", "Idempotency-Key": req.allotment_id}
+        raw = await self._send(
+            "POST", "/v1/allotments", req.allotment_id, timeout_s, headers, _hold_encoder.encode(req)
         )
         return _hold_decoder.decode(raw)
 

@@ -112,13 +112,18 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
 HoldState = Literal["held", "committed", "released", "expired"]
 
 
-class Reservation(msgspec.Struct, frozen=True, kw_only=True):
+class Reservation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A hold on stock at one site. An order's hold has an `order_id`; an allotment has an
+    `owner` instead (the edge it was granted to, `order_id` empty) and `lines` are what is left
+    of it: the edge draws its orders' holds from it without asking first (see `origin.ledger`)."""
+
     reservation_id: str
     order_id: str
     site_id: str
     lines: list[Line]
     state: HoldState
     expires_at: datetime
+    owner: str | None = None
 
 
 class Related(msgspec.Struct, frozen=True):

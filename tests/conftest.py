@@ -122,7 +122,8 @@ def edge_settings(
         "WAYPOST_POSTCODE_KEY": "postcode-key",
     }
     # Tests poll edges in tight loops: lookups are unlimited unless a test sets a rate.
-    overrides = {"feed_wait_s": 5, "lookup_rate": 1e9, **overrides}
+    # Allotments set stock aside behind a test's back: off unless the test is about them.
+    overrides = {"feed_wait_s": 5, "lookup_rate": 1e9, "allotments": False, **overrides}
     return EdgeSettings.from_env(
         env, origin_url=origin_url, region=region, data_dir=data_dir, clock=clock, **overrides
     )

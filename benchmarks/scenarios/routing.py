@@ -2,7 +2,9 @@
 
 Before the run every site of the region receives plenty of the skus the load orders, so the run
 never drains them (each decision holds stock for 15 minutes); the figures are decisions that
-confirmed their holds, with the edge's and the origin's CPU per decision.
+confirmed their holds, with the edge's and the origin's CPU per decision. The edge runs as
+deployed, allotments on: the row's note says how many holds were drawn from an allotment (sent
+to the origin behind the answer) and how many were asked of the origin before it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,17 @@ def replenish(run: Run, origin_url: str, sites: list[str], skus: list[str]) -> N
                 r.raise_for_status()
 
 
+def hold_sources(edge_url: str) -> dict[str, float]:
+    """`waypost_route_holds_total` by source, from the edge's /metrics."""
+    text = httpx.get(f"{edge_url}/metrics", timeout=30).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("waypost_route_holds_total{"):
+            source = line.split('source="', 1)[1].split('"', 1)[0]
+            out[source] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def measure_route(run: Run) -> None:
     served = serve_world(run, origin_off_server_core=True)
     edge = served.edge
@@ -64,11 +77,17 @@ def measure_route(run: Run) -> None:
         duration_s=run.duration,
         params=params,
     )
+    holds = hold_sources(edge.url)
     rows = paced_rows(run, locust, ["route"], total=None)
     note_other_load(rows, cpu)
     row = rows[0]
     row.server_cpu_s_per_request = cpu_per_paced_request(sampler, [edge.role, served.origin.role], locust)
-    row.note = f"offered {run.rate:g} decisions/s by {users} users; edge + origin CPU per decision"
+    drawn, asked = holds.get("allotment", 0.0), holds.get("origin", 0.0)
+    share = f"{100 * drawn / (drawn + asked):.1f} %" if drawn + asked else "none"
+    row.note = (
+        f"offered {run.rate:g} decisions/s by {users} users; edge + origin CPU per decision;"
+        f" holds drawn from allotments: {share} ({drawn:.0f} of {drawn + asked:.0f})"
+    )
     run.result.rows += rows
     run.result.targets.append(
         Target(

@@ -183,6 +183,10 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE model_blob (sha256 TEXT COLLATE "C" PRIMARY KEY, blob BYTEA NOT NULL);
     """,
+    # 4: allotments: a hold with an owner (an edge) and no order
+    """
+    ALTER TABLE reservation ADD COLUMN owner TEXT;
+    """,
 ]
 
 # Every table the migrations create, in creation order (what a backup holds).

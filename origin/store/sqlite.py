@@ -114,6 +114,10 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE model_blob (sha256 TEXT PRIMARY KEY, blob BLOB NOT NULL);
     """,
+    # 4: allotments: a hold with an owner (an edge) and no order
+    """
+    ALTER TABLE reservation ADD COLUMN owner TEXT;
+    """,
 ]
 
 

@@ -558,7 +558,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_the_outbox_survives_an_edge_kill(origin: Origin, tmp_path: Path) -> None:
+@pytest.mark.parametrize("drawn", [False, True], ids=["provisional", "drawn"])
+def test_the_outbox_survives_an_edge_kill(origin: Origin, tmp_path: Path, drawn: bool) -> None:
+    """A decision whose hold has not reached the origin — provisional, or drawn from an
+    allotment and answered confirmed — is sent exactly once by the restarted edge."""
     proxy = OriginProxy(origin.url)
     data = tmp_path / "edge-proc"
     env = {
@@ -569,6 +572,9 @@ def test_the_outbox_survives_an_edge_kill(origin: Origin, tmp_path: Path) -> Non
         "WAYPOST_POSTCODE_KEY": "postcode-key",
     }
     sku = stocked_everywhere(origin, 1)[0]
+    site = north_sites(origin)[0]
+    if drawn:
+        only_at(origin, sku, {site: 100})
     with ServerThread(proxy.app) as server:
         port = free_port()
         cmd = [sys.executable, "-m", "edge", "serve", "--origin", server.url, "--region", "north"]
@@ -590,9 +596,19 @@ def test_the_outbox_survives_an_edge_kill(origin: Origin, tmp_path: Path) -> Non
 
         proc, http = start()
         try:
+            if drawn:  # an order first, so the edge sees demand there and asks for an allotment
+                assert route(http, "o-kill-0", [(sku, 6)]).json()["reservation"] == "confirmed"
+
+                def allotted() -> bool:
+                    held = http.get("/v1/sync/status").json()["allotments"]["held"]
+                    return any(a["site_id"] == site and a["left"] for a in held)
+
+                wait_until(allotted, what="an allotment")
             proxy.down = True
             d = route(http, "o-kill", [(sku, 2)]).json()
-            assert d["reservation"] == "provisional"
+            assert d["reservation"] == ("confirmed" if drawn else "provisional")
+            assert d["allocations"][0]["state"] == ("drawn" if drawn else "pending")
+            reserved = stock(origin, d["allocations"][0]["site_id"], sku)["reserved"]
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
         finally:
@@ -600,16 +616,21 @@ def test_the_outbox_survives_an_edge_kill(origin: Origin, tmp_path: Path) -> Non
             if proc.poll() is None:
                 proc.kill()
         proxy.down = False
-        assert stock(origin, d["allocations"][0]["site_id"], sku)["reserved"] == 0
+        rid = d["allocations"][0]["reservation_id"]
+        assert hold(origin, rid).status_code == 404, "nothing reached the origin"
 
         proc, http = start()
         try:
             wait_until(
-                lambda: decision(http, d["decision_id"])["reservation"] == "confirmed", what="the replay"
+                lambda: decision(http, d["decision_id"])["allocations"][0]["state"] == "held",
+                what="the replay",
             )
-            rid = d["allocations"][0]["reservation_id"]
+            assert decision(http, d["decision_id"])["reservation"] == "confirmed"
             assert hold(origin, rid).json()["state"] == "held"
-            assert stock(origin, d["allocations"][0]["site_id"], sku)["reserved"] == 2
+            # Drawn: the units moved within `reserved`; queued: two more are reserved.
+            assert stock(origin, d["allocations"][0]["site_id"], sku)["reserved"] == reserved + (
+                0 if drawn else 2
+            )
             assert forwarded_holds(proxy, rid) == 1, "replayed exactly once"
             again = route(http, "o-kill", [(sku, 2)]).json()
             assert again["decision_id"] == d["decision_id"] == decision_id("north", "o-kill")
@@ -620,3 +641,109 @@ def test_the_outbox_survives_an_edge_kill(origin: Origin, tmp_path: Path) -> Non
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+# Allotments: stock the origin set aside for the edge, drawn from without asking first
+
+
+def allotted(edge: Edge, site: str, sku: str) -> int:
+    """Units of `sku` the edge may draw at `site`, as its status says."""
+    held = edge.http.get("/v1/sync/status").json()["allotments"]["held"]
+    return sum(
+        line["qty"]
+        for a in held
+        if a["site_id"] == site and a["drawable"]
+        for line in a["left"]
+        if line["sku"] == sku
+    )
+
+
+@pytest.fixture
+def cut_allotting(origin: Origin, start_edge: Callable[..., Edge]) -> Iterator[tuple[OriginProxy, Edge]]:
+    """An edge with allotments on, reaching the origin through a proxy the test can cut."""
+    proxy = OriginProxy(origin.url)
+    with ServerThread(proxy.app) as server:
+        e = start_edge(
+            server.url,
+            "north",
+            allotments=True,
+            allotment_tick_s=0.05,
+            outbox_retry_max_s=0.3,
+            reserve_timeout_s=5.0,
+        )
+        model_loaded(e)
+        yield proxy, e
+
+
+def test_an_allotment_confirms_while_the_origin_is_away_and_the_hold_lands_once(
+    origin: Origin, cut_allotting: tuple[OriginProxy, Edge]
+) -> None:
+    proxy, edge = cut_allotting
+    sku = stocked_everywhere(origin, 1)[0]
+    site = north_sites(origin)[0]
+    only_at(origin, sku, {site: 40})
+    caught_up(origin, edge)
+    first = route(edge, "o-al-1", [(sku, 2)]).json()  # no allotment yet: held at the origin first
+    assert first["reservation"] == "confirmed" and first["allocations"][0]["state"] == "held"
+    # Demand seen: the edge asks for an allotment there, within its share of what is free.
+    wait_until(lambda: allotted(edge, site, sku) > 0, what="an allotment at the site")
+    mine = allotted(edge, site, sku)
+    assert mine <= 0.5 * (40 - 2)
+    assert stock(origin, site, sku)["available"] == 40 - 2 - mine
+
+    proxy.down = True
+    d = route(edge, "o-al-2", [(sku, 1)]).json()
+    assert d["reservation"] == "confirmed", "drawn from the allotment: no need to ask"
+    assert d["allocations"][0]["state"] == "drawn" and sites_of(d) == [site]
+    assert allotted(edge, site, sku) == mine - 1
+    rid = d["allocations"][0]["reservation_id"]
+    assert hold(origin, rid).status_code == 404, "the origin has not heard of it yet"
+
+    proxy.down = False
+    wait_until(lambda: decision(edge, d["decision_id"])["allocations"][0]["state"] == "held", what="the send")
+    assert hold(origin, rid).json()["state"] == "held"
+    assert forwarded_holds(proxy, rid) == 1, "sent exactly once once the origin answered"
+    # The units moved from the allotment to the order's hold.
+    history = decision(edge, d["decision_id"])["history"]
+    assert [e["event"] for e in history][:3] == ["decided", "drawn", "confirmed"]
+    assert "placed" in [e["event"] for e in history]
+    allotment = hold(origin, history[1]["detail"]).json()
+    assert allotment["owner"] == edge.http.get("/v1/sync/status").json()["allotments"]["owner"]
+    assert sum(line["qty"] for line in allotment["lines"]) == mine - 1
+    assert stock(origin, site, sku)["on_hand"] == 40
+    assert metric(edge, 'waypost_route_holds_total{source="allotment"}') == 1
+
+
+def test_draws_and_holds_together_never_promise_more_than_there_is(
+    origin: Origin, cut_allotting: tuple[OriginProxy, Edge]
+) -> None:
+    _, edge = cut_allotting
+    sku = stocked_everywhere(origin, 1)[0]
+    site = north_sites(origin)[0]
+    only_at(origin, sku, {site: 30})
+    caught_up(origin, edge)
+    assert route(edge, "o-many-0", [(sku, 2)]).json()["reservation"] == "confirmed"
+    wait_until(lambda: allotted(edge, site, sku) > 0, what="an allotment at the site")
+    with ThreadPoolExecutor(8) as pool:
+        burst = list(pool.map(lambda i: route(edge, f"o-many-{i}", [(sku, 1)]), range(1, 41)))
+    assert all(r.status_code in (200, 409) for r in burst), [r.text for r in burst]
+    ok = [r.json() for r in burst if r.status_code == 200]
+    # What is left — free, or in an allotment — the next orders get, one at a time.
+    n = 41
+    while True:
+        caught_up(origin, edge)
+        r = route(edge, f"o-many-{n}", [(sku, 1)])
+        if r.status_code == 409:
+            break
+        ok.append(r.json())
+        n += 1
+    assert len(ok) == 28, "30 units: 2 for the first order, then 28 orders of one"
+
+    def all_held() -> bool:
+        return all(decision(edge, d["decision_id"])["allocations"][0]["state"] == "held" for d in ok)
+
+    wait_until(all_held, what="every drawn hold to reach the origin")
+    for d in ok:
+        assert hold(origin, d["allocations"][0]["reservation_id"]).json()["state"] == "held"
+    assert stock(origin, site, sku)["available"] == 0 and allotted(edge, site, sku) == 0
+    assert metric(edge, 'waypost_route_holds_total{source="allotment"}') >= 1

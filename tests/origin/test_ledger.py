@@ -405,3 +405,97 @@ def test_order_replay_with_idempotency_key(origin: Origin) -> None:
     a = origin.place_order("o-idem", key=key)
     b = origin.place_order("o-idem", key=key)
     assert a.status_code == b.status_code == 201 and a.json() == b.json()
+
+
+# Allotments: escrow an edge draws its orders' holds from.
+
+
+def allot(
+    origin: Origin, aid: str, lines: list[dict[str, Any]], *, owner: str = "edge-a", ttl_s: int = 600
+) -> httpx.Response:
+    body = {"allotment_id": aid, "owner": owner, "site_id": SITE, "lines": lines, "ttl_s": ttl_s}
+    return origin.http.post(
+        "/v1/allotments", json=body, headers={**origin.edge_auth(), "Idempotency-Key": aid}
+    )
+
+
+def draw(
+    origin: Origin, rid: str, aid: str, lines: list[dict[str, Any]], order: str = "o-1"
+) -> httpx.Response:
+    body = {"reservation_id": rid, "order_id": order, "site_id": SITE, "lines": lines, "allotment_id": aid}
+    return origin.http.post(
+        "/v1/reservations", json=body, headers={**origin.edge_auth(), "Idempotency-Key": rid}
+    )
+
+
+def read(origin: Origin, rid: str) -> dict[str, Any]:
+    r = origin.http.get(f"/v1/reservations/{rid}", headers=origin.edge_auth())
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_a_draw_moves_units_from_the_allotment_to_the_orders_hold(origin: Origin) -> None:
+    a, b = sku(origin, 5), sku(origin, 6)
+    set_available(origin, SITE, a, 20)
+    set_available(origin, SITE, b, 20)
+    r = allot(origin, "al-1", [{"sku": a, "qty": 8}, {"sku": b, "qty": 3}])
+    assert r.status_code == 201, r.text
+    assert r.json()["owner"] == "edge-a" and r.json()["order_id"] == ""
+    assert stock(origin, SITE, a)["available"] == 12
+    reserved = stock(origin, SITE, a)["reserved"]
+
+    r = draw(origin, "h-d1", "al-1", [{"sku": a, "qty": 5}, {"sku": b, "qty": 3}])
+    assert r.status_code == 201, r.text
+    assert "owner" not in r.json()  # an order's hold, like any other
+    assert read(origin, "al-1")["lines"] == [{"sku": a, "qty": 3}]
+    # The units changed hands inside the reserved balance: available and reserved are as before.
+    assert stock(origin, SITE, a)["available"] == 12 and stock(origin, SITE, a)["reserved"] == reserved
+    assert stock(origin, SITE, b)["available"] == 17
+
+    # The same draw again (a retry) changes nothing.
+    assert draw(origin, "h-d1", "al-1", [{"sku": a, "qty": 5}, {"sku": b, "qty": 3}]).status_code == 201
+    assert read(origin, "al-1")["lines"] == [{"sku": a, "qty": 3}]
+
+    # More than is left comes out of available stock instead; the allotment is untouched.
+    assert draw(origin, "h-d2", "al-1", [{"sku": a, "qty": 4}], order="o-2").status_code == 201
+    assert read(origin, "al-1")["lines"] == [{"sku": a, "qty": 3}]
+    assert stock(origin, SITE, a)["available"] == 8
+
+    # The allotment cannot ship; released, what is left of it comes back.
+    r = origin.http.post("/v1/reservations/al-1/commit", headers=origin.edge_auth())
+    assert r.status_code == 409 and r.json()["error"] == "hold_allotment"
+    assert origin.http.post("/v1/reservations/al-1/release", headers=origin.edge_auth()).status_code == 200
+    assert stock(origin, SITE, a)["available"] == 11
+    # The orders' holds are ordinary holds: the shipment commits them.
+    on_hand = stock(origin, SITE, a)["on_hand"]
+    assert origin.http.post("/v1/reservations/h-d1/commit", headers=origin.edge_auth()).status_code == 200
+    after = stock(origin, SITE, a)
+    assert (after["on_hand"], after["available"]) == (on_hand - 5, 11)
+
+
+def test_a_draw_on_an_expired_allotment_takes_available_stock_or_is_refused(origin: Origin) -> None:
+    a = sku(origin, 7)
+    set_available(origin, SITE, a, 10)
+    assert allot(origin, "al-x", [{"sku": a, "qty": 6}], ttl_s=60).status_code == 201
+    origin.clock.advance(61)
+    wait_until(lambda: read(origin, "al-x")["state"] == "expired", what="the allotment to expire")
+    assert stock(origin, SITE, a)["available"] == 10
+    assert draw(origin, "h-x1", "al-x", [{"sku": a, "qty": 6}]).status_code == 201
+    assert stock(origin, SITE, a)["available"] == 4
+    r = draw(origin, "h-x2", "al-x", [{"sku": a, "qty": 5}], order="o-2")
+    assert r.status_code == 409 and r.json()["error"] == "insufficient_stock"
+    assert stock(origin, SITE, a)["available"] == 4
+
+
+def test_an_allotment_never_takes_more_than_is_available(origin: Origin) -> None:
+    a = sku(origin, 8)
+    set_available(origin, SITE, a, 5)
+    r = allot(origin, "al-big", [{"sku": a, "qty": 6}])
+    assert r.status_code == 409 and r.json()["error"] == "insufficient_stock"
+    assert stock(origin, SITE, a)["available"] == 5
+    r = origin.http.post(
+        "/v1/allotments",
+        json={"allotment_id": "al-bad", "owner": "", "site_id": SITE, "lines": [{"sku": a, "qty": 1}]},
+        headers=origin.edge_auth(),
+    )
+    assert r.status_code == 400 and "owner" in r.text

@@ -1,0 +1,302 @@
+"""Allotments: stock the origin has set aside for this edge, so a decision need not wait for it.
+
+An allotment is a hold with an owner and no order (`origin.ledger`, escrow). The edge asks for
+one per site it routes to, sized to the demand it has seen there; a new decision whose lines
+one allotment covers takes them from it here (`take`) and is answered `confirmed` at once — the
+units were the edge's to promise — and `edge.outbox` sends the hold to the origin behind the
+answer, naming the allotment, where the units move from the allotment to the order's hold. A
+decision no allotment covers asks the origin for its hold before answering, as before.
+
+What is left of an allotment is what the replica shows minus the draws sent or queued that the
+replica does not show yet (the origin writes the shrunk allotment before the new hold, so the
+replica never shows the hold without the shrink).
+
+Sizing, each `allotment_tick_s` (`refill_once`): demand per (site, sku) is an exponentially
+decaying rate of units routed there (time constant `DEMAND_TAU_S`); the target is that rate over
+`allotment_horizon_s`. A site gets a new allotment — covering every sku in demand there, so one
+allotment can fill a whole order — when it has none left to draw from, when its newest is half
+way to expiry, or when a sku in demand runs below half its target. The ask is capped so that
+this edge's allotments stay within `allotment_share` of the site's free stock, so available
+stock (what recommendations and other edges see) never drops to zero because of them; and a
+sku whose free stock would fall below two targets gets none: scarce stock is arbitrated unit
+by unit at the origin, where no order is turned away for units sitting in an allotment. An
+allotment is drawn from until `allotment_margin_s` before it expires, so the holds drawn last
+reach the origin before it goes, even across an outage that long; then what is left is given
+back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edge.metrics import EdgeMetrics
+from edge.readmodel import ReadModel, View
+from edge.settings import EdgeSettings
+from sync.client import AllotRequest, FeedClient, HoldRefused, OriginUnreachable
+from sync.entities import ChangeKinds, Line
+
+log = logging.getLogger("waypost.edge.allotments")
+
+DEMAND_TAU_S = 60.0  # the demand rate forgets with this time constant
+ASK_TIMEOUT_S = 5.0
+ASK_AGAIN_S = 5.0  # a granted allotment not in the replica after this long is asked for again
+
+
+def edge_id(data_dir: Path, region: str) -> str:
+    """This edge's name as an allotments' owner: made once, kept in the data dir."""
+    path = data_dir / "edge_id"
+    with contextlib.suppress(FileNotFoundError):
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{region}-{secrets.token_hex(4)}"[-40:]
+    path.write_text(name + "\n")
+    return name
+
+
+@dataclass
+class Allotment:
+    site_id: str
+    lines: dict[str, int]  # sku → units left, as the replica shows
+    expires_at: float
+
+
+class Allotments(View):
+    """This edge's allotments as the replica shows them, its draws on them, and their refill."""
+
+    kind = ChangeKinds.RESERVATION
+
+    def __init__(self, settings: EdgeSettings, model: ReadModel, bucket: str, owner: str) -> None:
+        self.settings = settings
+        self.model = model
+        self.bucket = bucket
+        self.owner = owner
+        self.mine: dict[str, Allotment] = {}
+        self._draws: dict[str, dict[str, list[Line]]] = {}  # allotment → reservation → lines
+        self._demand: dict[tuple[str, str], tuple[float, float]] = {}  # (site, sku) → (units/s, at)
+        self._asked: dict[str, tuple[str, float]] = {}  # site → (allotment id, when) not yet seen
+        self._asking: dict[str, tuple[str, list[Line]]] = {}  # allotment → (site, lines) not yet seen
+        self._releasing: set[str] = set()
+        self._wake = asyncio.Event()
+
+    # The replica's view (a ReadModel View of reservations)
+
+    def reset(self) -> None:
+        self.mine = {}
+
+    def add(self, key: str, entity: Any) -> None:
+        if entity.owner == self.owner and entity.state == "held":
+            lines = {line.sku: line.qty for line in entity.lines}
+            self.mine[key] = Allotment(entity.site_id, lines, entity.expires_at.timestamp())
+
+    def remove(self, key: str, entity: Any) -> None:
+        self.mine.pop(key, None)
+
+    # Drawing
+
+    def _drawable(self, a: Allotment, now: float) -> bool:
+        return a.expires_at - now > self.settings.allotment_margin_s
+
+    def left(self, allotment_id: str) -> dict[str, int]:
+        """Units left to draw: the replica's, less the draws it does not show yet."""
+        a = self.mine.get(allotment_id)
+        if a is None:
+            return {}
+        left = dict(a.lines)
+        draws = self._draws.get(allotment_id)
+        if draws:
+            held = self.model.table(self.bucket, ChangeKinds.RESERVATION)
+            seen = [rid for rid in draws if rid in held]
+            for rid in seen:
+                del draws[rid]
+            for lines in draws.values():
+                for line in lines:
+                    left[line.sku] = left.get(line.sku, 0) - line.qty
+        return left
+
+    def units(self, site_id: str, sku: str) -> int:
+        """Units of `sku` this edge may still draw at `site_id`."""
+        if not self.mine:
+            return 0
+        now = self.settings.clock()
+        return sum(
+            max(self.left(aid).get(sku, 0), 0)
+            for aid, a in self.mine.items()
+            if a.site_id == site_id and self._drawable(a, now)
+        )
+
+    def take(self, site_id: str, lines: list[Line], reservation_id: str) -> str | None:
+        """Draw `lines` from one allotment at the site (the soonest to expire that covers them)."""
+        now = self.settings.clock()
+        best: str | None = None
+        for aid, a in self.mine.items():
+            if a.site_id != site_id or not self._drawable(a, now):
+                continue
+            left = self.left(aid)
+            if all(left.get(line.sku, 0) >= line.qty for line in lines) and (
+                best is None or a.expires_at < self.mine[best].expires_at
+            ):
+                best = aid
+        if best is not None:
+            self._draws.setdefault(best, {})[reservation_id] = lines
+        return best
+
+    def note(self, allotment_id: str, reservation_id: str, lines: list[Line]) -> None:
+        """A draw made before a restart, not yet at the origin."""
+        self._draws.setdefault(allotment_id, {})[reservation_id] = lines
+
+    def forget(self, allotment_id: str, reservation_id: str) -> None:
+        """A draw given up (its decision was re-routed): its units are the allotment's again."""
+        self._draws.get(allotment_id, {}).pop(reservation_id, None)
+
+    def asking(self, site_id: str, sku: str) -> int:
+        """Units asked for in allotments the replica does not show yet: no longer free."""
+        if not self._asking:
+            return 0
+        held = self.model.table(self.bucket, ChangeKinds.RESERVATION)
+        for aid in [aid for aid in self._asking if aid in held]:
+            del self._asking[aid]
+        return sum(
+            line.qty
+            for site, lines in self._asking.values()
+            if site == site_id
+            for line in lines
+            if line.sku == sku
+        )
+
+    def orders(self, site_id: str) -> int:
+        """Draws at the site the replica does not show yet (part of the site's backlog)."""
+        return sum(
+            len(d) for aid, d in self._draws.items() if (a := self.mine.get(aid)) and a.site_id == site_id
+        )
+
+    def status(self) -> dict[str, Any]:
+        """For `GET /v1/sync/status`: this edge's name and what is left to draw, per allotment."""
+        now = self.settings.clock()
+        return {
+            "owner": self.owner,
+            "held": [
+                {
+                    "allotment_id": aid,
+                    "site_id": a.site_id,
+                    "left": [
+                        {"sku": sku, "qty": qty} for sku, qty in sorted(self.left(aid).items()) if qty > 0
+                    ],
+                    "expires_at": datetime.fromtimestamp(a.expires_at, UTC),
+                    "drawable": self._drawable(a, now),
+                }
+                for aid, a in sorted(self.mine.items(), key=lambda kv: kv[1].expires_at)
+            ],
+        }
+
+    # Demand and refill
+
+    def demand(self, site_id: str, lines: list[Line]) -> None:
+        """Count units routed to a site (drawn or not): what the next allotment is sized by."""
+        now = self.settings.clock()
+        for line in lines:
+            rate, at = self._demand.get((site_id, line.sku), (0.0, now))
+            decay = math.exp(-max(now - at, 0.0) / DEMAND_TAU_S)
+            self._demand[(site_id, line.sku)] = (rate * decay + line.qty / DEMAND_TAU_S, now)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def targets(self, now: float) -> dict[str, dict[str, int]]:
+        """site → sku → units an allotment there should hold, from the demand seen."""
+        out: dict[str, dict[str, int]] = {}
+        for (site, sku), (rate, at) in list(self._demand.items()):
+            units = rate * math.exp(-max(now - at, 0.0) / DEMAND_TAU_S) * self.settings.allotment_horizon_s
+            if units < 0.05:  # nobody has ordered it here for minutes
+                del self._demand[(site, sku)]
+                continue
+            out.setdefault(site, {})[sku] = max(math.ceil(units), 1)
+        return out
+
+    def _wants(
+        self, site: str, targets: dict[str, int], free: Callable[[str, str], int], now: float
+    ) -> list[Line]:
+        """The lines of a new allotment at `site`, or [] when the ones it has will do."""
+        drawable = [a for a in self.mine.values() if a.site_id == site and self._drawable(a, now)]
+        newest = max(drawable, key=lambda a: a.expires_at, default=None)
+        low = newest is None or newest.expires_at - now < self.settings.allotment_ttl_s / 2
+        lines: list[Line] = []
+        for sku, target in sorted(targets.items()):
+            have = sum(
+                max(self.left(aid).get(sku, 0), 0) for aid, a in self.mine.items() if a.site_id == site
+            )
+            unheld = free(site, sku)
+            ask = min(target, math.floor(self.settings.allotment_share * (unheld + have)) - have)
+            if ask <= 0 or unheld - ask < 2 * target:  # scarce: the origin arbitrates every unit
+                continue
+            lines.append(Line(sku, ask))
+            low = low or self.units(site, sku) < target / 2
+        return lines if low else []
+
+    async def refill_once(
+        self, client: FeedClient, free: Callable[[str, str], int], metrics: EdgeMetrics
+    ) -> None:
+        """Give back what can no longer be drawn; ask for what demand says is short."""
+        now = self.settings.clock()
+        ttl = self.settings.allotment_ttl_s
+        for aid, a in list(self.mine.items()):
+            if not self._drawable(a, now) and not self._draws.get(aid) and aid not in self._releasing:
+                self._releasing.add(aid)
+                try:
+                    await client.release_hold(aid, timeout_s=ASK_TIMEOUT_S)
+                    metrics.allotments.labels("released").inc()
+                except (OriginUnreachable, HoldRefused) as exc:  # it expires on its own
+                    log.info("releasing allotment %s: %s", aid, exc)
+        self._releasing &= set(self.mine)
+        for site, targets in self.targets(now).items():
+            asked = self._asked.get(site)
+            if asked is not None:
+                if asked[0] not in self.mine and now - asked[1] < ASK_AGAIN_S:
+                    continue  # granted, on its way through the feed
+                del self._asked[site]
+            lines = self._wants(site, targets, free, now)
+            if not lines:
+                continue
+            aid = f"al.{self.owner}.{secrets.token_hex(8)}"
+            req = AllotRequest(allotment_id=aid, owner=self.owner, site_id=site, lines=lines, ttl_s=ttl)
+            self._asking[aid] = (site, lines)  # from now until the replica shows it, not free
+            try:
+                granted = await client.allot(req, timeout_s=ASK_TIMEOUT_S)
+            except HoldRefused as exc:  # the replica was behind: ask again next round
+                del self._asking[aid]
+                metrics.allotments.labels("refused").inc()
+                log.info("allotment at %s refused: %s", site, exc)
+                continue
+            except OriginUnreachable:  # if it was granted after all, the replica will show it
+                del self._asking[aid]
+                metrics.allotments.labels("unreachable").inc()
+                raise
+            metrics.allotments.labels("granted").inc()
+            # Drawable now, not once the feed brings it: `asking` keeps its units out of the
+            # replica's available (which does not show it yet) until the replica does.
+            self.add(aid, granted)
+            self._asked[site] = (aid, now)
+
+    async def run(self, client: FeedClient, free: Callable[[str, str], int], metrics: EdgeMetrics) -> None:
+        backoff = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), backoff or self.settings.allotment_tick_s)
+            self._wake.clear()
+            try:
+                await self.refill_once(client, free, metrics)
+                backoff = 0.0
+            except OriginUnreachable as exc:
+                log.info("allotments: %s", exc)
+                backoff = min(max(backoff * 2, 1.0), 30.0)
+            except Exception:  # a bug must not stop the refills silently
+                log.exception("refilling allotments failed")
+                backoff = 5.0
