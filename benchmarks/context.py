@@ -38,6 +38,8 @@ class Options:
     after_s: float | None = None
     probes: int | None = None
     arrivals: str = "even"  # the locust scenarios' schedule: even or poisson
+    no_allotments: bool = False  # route: the edge asks the origin for every hold first
+    host_probe_s: float = 3.0  # how long benchmarks.hostcheck looks for the host slowing the CPU
 
 
 @dataclass(frozen=True)
@@ -108,4 +110,5 @@ class Scenario:
             "connections": run.options.connections,
             "wrk_rounds": run.options.rounds,
             "arrivals": run.options.arrivals,
+            "allotments": not run.options.no_allotments,
         }

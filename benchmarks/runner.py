@@ -16,6 +16,7 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
+from benchmarks import hostcheck
 from benchmarks.context import Options, Run, Scenario
 from benchmarks.processes import Cores, Processes, bench_env
 from benchmarks.results import Result, git_info, machine, table, timestamp, write
@@ -65,6 +66,10 @@ def run_scenario(name: str, options: Options, *, results_root: Path = RESULTS, c
     if not cores.pinned:
         result.invalidate("fewer than two usable cores: the generator would share the server's core")
     print(f"-- {name}: {scenario.summary}\n   writing to {out_dir}", flush=True)
+    found = hostcheck.probe(cores.server, seconds=options.host_probe_s)
+    result.machine["host_probe"] = found
+    if (warning := hostcheck.warning(found)) is not None:
+        result.warnings.append(warning)
     own_cores = os.sched_getaffinity(0)
     if cores.generator is not None:
         os.sched_setaffinity(0, {cores.generator})  # the runner's own sampling stays off the server core

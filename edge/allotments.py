@@ -13,16 +13,18 @@ replica never shows the hold without the shrink).
 
 Sizing, each `allotment_tick_s` (`refill_once`): demand per (site, sku) is an exponentially
 decaying rate of units routed there (time constant `DEMAND_TAU_S`); the target is that rate over
-`allotment_horizon_s`. A site gets a new allotment — covering every sku in demand there, so one
-allotment can fill a whole order — when it has none left to draw from, when its newest is half
-way to expiry, or when a sku in demand runs below half its target. The ask is capped so that
-this edge's allotments stay within `allotment_share` of the site's free stock, so available
-stock (what recommendations and other edges see) never drops to zero because of them; and a
-sku whose free stock would fall below two targets gets none: scarce stock is arbitrated unit
-by unit at the origin, where no order is turned away for units sitting in an allotment. An
-allotment is drawn from until `allotment_margin_s` before it expires, so the holds drawn last
-reach the origin before it goes, even across an outage that long; then what is left is given
-back.
+`allotment_horizon_s`. Orders draw from a site's newest allotment. A site gets a new one —
+covering every sku in demand there, so one allotment can fill a whole order — when it has none
+to draw from, when its newest is half way to expiry, or when a sku in demand has used half of
+what the newest held (or runs below half its target, when demand fell); the older ones, quiet
+then, are given back. One ask and one release per round at most: each is a transaction of a
+line per sku at the origin. The ask is capped so that this edge's allotments stay within
+`allotment_share` of the site's free stock, so available stock (what recommendations and other
+edges see) never drops to zero because of them; and a sku whose free stock would fall below two
+targets gets none: scarce stock is arbitrated unit by unit at the origin, where no order is
+turned away for units sitting in an allotment. An allotment is drawn from until
+`allotment_margin_s` before it expires, so the holds drawn last reach the origin before it goes,
+even across an outage that long.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from sync.entities import ChangeKinds, Line
 
 log = logging.getLogger("waypost.edge.allotments")
 
-DEMAND_TAU_S = 60.0  # the demand rate forgets with this time constant
+DEMAND_TAU_S = 15.0  # the demand rate forgets with this time constant
 ASK_TIMEOUT_S = 5.0
 ASK_AGAIN_S = 5.0  # a granted allotment not in the replica after this long is asked for again
 
@@ -85,6 +87,7 @@ class Allotments(View):
         self._asked: dict[str, tuple[str, float]] = {}  # site → (allotment id, when) not yet seen
         self._asking: dict[str, tuple[str, list[Line]]] = {}  # allotment → (site, lines) not yet seen
         self._releasing: set[str] = set()
+        self._size: dict[str, dict[str, int]] = {}  # allotment → sku → units when first seen
         self._wake = asyncio.Event()
 
     # The replica's view (a ReadModel View of reservations)
@@ -96,6 +99,7 @@ class Allotments(View):
         if entity.owner == self.owner and entity.state == "held":
             lines = {line.sku: line.qty for line in entity.lines}
             self.mine[key] = Allotment(entity.site_id, lines, entity.expires_at.timestamp())
+            self._size.setdefault(key, lines)
 
     def remove(self, key: str, entity: Any) -> None:
         self.mine.pop(key, None)
@@ -134,7 +138,8 @@ class Allotments(View):
         )
 
     def take(self, site_id: str, lines: list[Line], reservation_id: str) -> str | None:
-        """Draw `lines` from one allotment at the site (the soonest to expire that covers them)."""
+        """Draw `lines` from one allotment at the site: the newest that covers them (the older
+        ones go quiet, so they can be given back)."""
         now = self.settings.clock()
         best: str | None = None
         for aid, a in self.mine.items():
@@ -142,7 +147,7 @@ class Allotments(View):
                 continue
             left = self.left(aid)
             if all(left.get(line.sku, 0) >= line.qty for line in lines) and (
-                best is None or a.expires_at < self.mine[best].expires_at
+                best is None or a.expires_at > self.mine[best].expires_at
             ):
                 best = aid
         if best is not None:
@@ -225,9 +230,11 @@ class Allotments(View):
         self, site: str, targets: dict[str, int], free: Callable[[str, str], int], now: float
     ) -> list[Line]:
         """The lines of a new allotment at `site`, or [] when the ones it has will do."""
-        drawable = [a for a in self.mine.values() if a.site_id == site and self._drawable(a, now)]
-        newest = max(drawable, key=lambda a: a.expires_at, default=None)
-        low = newest is None or newest.expires_at - now < self.settings.allotment_ttl_s / 2
+        drawable = [aid for aid, a in self.mine.items() if a.site_id == site and self._drawable(a, now)]
+        newest = max(drawable, key=lambda aid: self.mine[aid].expires_at, default=None)
+        low = newest is None or self.mine[newest].expires_at - now < self.settings.allotment_ttl_s / 2
+        newest_left = {} if newest is None else self.left(newest)
+        size = {} if newest is None else self._size.get(newest, {})
         lines: list[Line] = []
         for sku, target in sorted(targets.items()):
             have = sum(
@@ -238,24 +245,38 @@ class Allotments(View):
             if ask <= 0 or unheld - ask < 2 * target:  # scarce: the origin arbitrates every unit
                 continue
             lines.append(Line(sku, ask))
-            low = low or self.units(site, sku) < target / 2
+            # Half of it drawn (or half of what demand asks now, when that is less): time for
+            # the next one. Measured against its size, not the target, so that a demand still
+            # rising does not ask for a new allotment every round.
+            low = low or sku not in size or newest_left.get(sku, 0) < min(target, size[sku]) / 2
         return lines if low else []
 
     async def refill_once(
         self, client: FeedClient, free: Callable[[str, str], int], metrics: EdgeMetrics
     ) -> None:
-        """Give back what can no longer be drawn; ask for what demand says is short."""
+        """Give back what is not drawn from any more; ask for what demand says is short."""
         now = self.settings.clock()
         ttl = self.settings.allotment_ttl_s
+        newest: dict[str, tuple[float, str]] = {}
+        for aid, a in self.mine.items():
+            if self._drawable(a, now):
+                newest[a.site_id] = max(newest.get(a.site_id, (0.0, "")), (a.expires_at, aid))
+        # One release and one ask a round at most: each is a transaction of a line per sku at
+        # the origin, and a burst of them would stall the origin's other requests.
         for aid, a in list(self.mine.items()):
-            if not self._drawable(a, now) and not self._draws.get(aid) and aid not in self._releasing:
+            done = not self._drawable(a, now) or newest[a.site_id][1] != aid
+            self.left(aid)  # forgets the draws the replica shows
+            if done and not self._draws.get(aid) and aid not in self._releasing:
                 self._releasing.add(aid)
                 try:
                     await client.release_hold(aid, timeout_s=ASK_TIMEOUT_S)
                     metrics.allotments.labels("released").inc()
                 except (OriginUnreachable, HoldRefused) as exc:  # it expires on its own
                     log.info("releasing allotment %s: %s", aid, exc)
+                break
         self._releasing &= set(self.mine)
+        for aid in [aid for aid in self._size if aid not in self.mine and aid not in self._asking]:
+            del self._size[aid]
         for site, targets in self.targets(now).items():
             asked = self._asked.get(site)
             if asked is not None:
@@ -274,7 +295,7 @@ class Allotments(View):
                 del self._asking[aid]
                 metrics.allotments.labels("refused").inc()
                 log.info("allotment at %s refused: %s", site, exc)
-                continue
+                break
             except OriginUnreachable:  # if it was granted after all, the replica will show it
                 del self._asking[aid]
                 metrics.allotments.labels("unreachable").inc()
@@ -284,6 +305,7 @@ class Allotments(View):
             # replica's available (which does not show it yet) until the replica does.
             self.add(aid, granted)
             self._asked[site] = (aid, now)
+            break
 
     async def run(self, client: FeedClient, free: Callable[[str, str], int], metrics: EdgeMetrics) -> None:
         backoff = 0.0

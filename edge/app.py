@@ -156,6 +156,7 @@ def create_app(settings: EdgeSettings) -> Starlette:
         tasks.append(asyncio.create_task(lag.run(), name="loop lag"))
         tasks.append(asyncio.create_task(shelf.run(), name="models"))
         tasks.append(asyncio.create_task(router.outbox.run(), name="outbox"))
+        tasks.append(asyncio.create_task(router.outbox.send(), name="outbox sender"))
         if allotments is not None:
             refill = allotments.run(client, router.free, metrics)
             tasks.append(asyncio.create_task(refill, name="allotments"))
@@ -165,7 +166,6 @@ def create_app(settings: EdgeSettings) -> Starlette:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await router.outbox.stop()
             await client.close()
             replica.close()
             decisions.close()

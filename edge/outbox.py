@@ -19,9 +19,10 @@ view; the new attempt gets new reservation ids. With nowhere left, the decision 
 
 With allotments (`edge.allotments`), `submit` first draws each allocation it can from stock the
 origin set aside for this edge: a decision drawn whole is saved `confirmed` and answered at
-once, and its holds are sent behind the answer (`_deliver`, naming the allotment), retried by
-`run` like a replay while the origin is away. A drawn hold the origin refuses (it could neither
-take it from the allotment nor from available stock) re-routes like a refused replay.
+once, and its holds are sent behind the answer (`send`: batched, one transaction at the origin
+for many, each naming its allotment), retried by `run` like a replay while the origin is away.
+A drawn hold the origin refuses (it could neither take it from the allotment nor from
+available stock) re-routes like a refused replay.
 
 `OwnHolds` is the edge's memory of what it asked for that its replica does not show yet (every
 provisional hold, and a confirmed one until its reservation replicates): routing subtracts it
@@ -49,7 +50,8 @@ from sync.entities import ChangeKinds, Line
 log = logging.getLogger("waypost.edge.outbox")
 
 MAX_REROUTES = 3  # after refusals, per round of placing
-MAX_SENDING = 16  # drawn decisions sent to the origin at once
+SEND_LINGER_S = 0.02  # drawn holds wait this long for others, to reach the origin together
+MAX_BATCH = 64  # holds in one request (one transaction at the origin)
 Replan = Callable[[Decision], Plan | None]
 
 
@@ -101,9 +103,8 @@ class Outbox:
         self.metrics = metrics
         self.replan = replan
         self.allotments = allotments
-        self._sending = asyncio.Semaphore(MAX_SENDING)
-        self._senders: set[asyncio.Task[None]] = set()
-        self._delivering: set[str] = set()  # drawn decisions a sender task will send
+        self._to_send: dict[str, Decision] = {}  # drawn decisions for `send` to send
+        self._send_wake = asyncio.Event()
         self.origin_up = True  # until a hold request says otherwise
         self.provisional: set[str] = set()  # decisions whose holds the origin has yet to have
         self._busy: set[str] = set()  # decisions being placed right now
@@ -125,12 +126,6 @@ class Outbox:
                 self.provisional.add(d.decision_id)
         self._gauge()
         self._wake.set()
-
-    async def stop(self) -> None:
-        """Stop sending: what is unsent stays `sending` in the store, for the next start."""
-        for task in list(self._senders):
-            task.cancel()
-        await asyncio.gather(*self._senders, return_exceptions=True)
 
     def _gauge(self) -> None:
         self.metrics.outbox_depth.set(len(self.provisional))
@@ -178,10 +173,8 @@ class Outbox:
             d.history.append(Event(at=d.updated_at, event="confirmed", attempt=d.attempt))
             await self._save(d)
             if self.origin_up:
-                self._delivering.add(d.decision_id)
-                task = asyncio.create_task(self._deliver(d.decision_id, d))
-                self._senders.add(task)
-                task.add_done_callback(self._senders.discard)
+                self._to_send[d.decision_id] = d
+                self._send_wake.set()
             else:
                 self._wake.set()
             return d
@@ -200,22 +193,71 @@ class Outbox:
         finally:
             self._busy.discard(d.decision_id)
 
-    async def _deliver(self, did: str, d: Decision) -> None:
-        """Send a drawn decision's holds to the origin (behind its answer)."""
-        try:
-            async with self._sending:
-                if did in self._busy:  # a replay has it
-                    return
-                self._busy.add(did)
-                try:
-                    await self._place(d)
-                except Exception:  # the replays will try again: never lose the task's error
-                    log.exception("sending the holds of %s failed", did)
+    async def send(self) -> None:
+        """The background task that sends drawn decisions' holds behind their answers: in
+        batches, one request and one transaction at the origin for up to `MAX_BATCH` holds."""
+        while True:
+            await self._send_wake.wait()
+            await asyncio.sleep(SEND_LINGER_S)
+            self._send_wake.clear()
+            while self._to_send:
+                if not self.origin_up:  # each is kept `sending`: the replays take them
+                    self._to_send.clear()
                     self._wake.set()
-                finally:
-                    self._busy.discard(did)
+                    break
+                try:
+                    await self._send_batch()
+                except Exception:  # a bug must not stop the sending silently: the replays retry
+                    log.exception("sending drawn holds failed")
+                    self._to_send.clear()
+                    self._wake.set()
+
+    async def _send_batch(self) -> None:
+        batch: list[Decision] = []
+        while self._to_send and len(batch) < MAX_BATCH:
+            did = next(iter(self._to_send))
+            d = self._to_send.pop(did)
+            if did not in self._busy:  # else a replay has it
+                batch.append(d)
+        if not batch:
+            return
+        ids = {d.decision_id for d in batch}
+        self._busy |= ids
+        try:
+            drawn = [(d, a) for d in batch for a in d.allocations if a.state == "drawn"]
+            holds = [
+                HoldRequest(
+                    reservation_id=a.reservation_id,
+                    order_id=d.order.order_id,
+                    site_id=a.site_id,
+                    lines=a.lines,
+                    ttl_s=a.ttl_s,
+                    allotment_id=a.allotment_id,
+                )
+                for d, a in drawn
+            ]
+            try:
+                await self.client.reserve_many(holds, timeout_s=self.settings.reserve_timeout_s)
+            except OriginUnreachable:
+                self.origin_up = False
+                self._wake.set()
+                return
+            except HoldRefused:  # one by one: the refused one re-routes, the others are placed
+                for d in batch:
+                    await self._place(d)
+                return
+            self.origin_up = True
+            now = self._now()
+            for d, a in drawn:
+                a.state = "held"
+                d.history.append(Event(at=now, event="placed", attempt=d.attempt, site_id=a.site_id))
+            for d in batch:
+                d.updated_at = now
+                self.provisional.discard(d.decision_id)
+            self._gauge()
+            self.store.save_many(batch)  # one transaction: tens of microseconds a decision
         finally:
-            self._delivering.discard(did)
+            self._busy -= ids
 
     async def _place(self, d: Decision, *, replay: bool = False) -> Decision:
         """Ask the origin for every pending or drawn hold; re-route on a refusal. Saves what happened."""
@@ -332,7 +374,7 @@ class Outbox:
         """Replay what is queued, oldest first; False if the origin is still unreachable."""
         for queued in await to_thread.run_sync(self.store.provisional):
             did = queued.decision_id
-            if did in self._busy or did in self._delivering:
+            if did in self._busy or did in self._to_send:
                 continue
             self._busy.add(did)
             try:
@@ -366,7 +408,7 @@ class Outbox:
                 ok = False
             if ok:
                 backoff = 0.0
-                if self.provisional - self._busy - self._delivering:  # queued while this round ran
+                if self.provisional - self._busy - self._to_send.keys():  # queued while this round ran
                     self._wake.set()
             else:
                 backoff = min(max(backoff * 2, 0.2), self.settings.outbox_retry_max_s)

@@ -220,8 +220,29 @@ def reserve(
                 f"reservation_id {reservation_id!r} already holds other lines", code="reservation_exists"
             )
         return expire_if_due(tx, existing)
-    if allotment_id is not None:
-        _draw(tx, allotment_id, reservation_id, site_id, lines, region)
+    if allotment_id is None or not _draw(tx, allotment_id, reservation_id, site_id, lines, region):
+        _hold_available(tx, reservation_id, site_id, lines, region)
+    expires = tx.now + ttl_s
+    tx.execute(
+        "INSERT INTO reservation"
+        " (reservation_id, order_id, site_id, lines, state, expires_at, created_at, owner)"
+        " VALUES (?, ?, ?, ?, 'held', ?, ?, ?)",
+        (reservation_id, order_id, site_id, _lines_encoder.encode(lines), expires, tx.now, owner),
+    )
+    hold = Reservation(
+        reservation_id=reservation_id,
+        order_id=order_id,
+        site_id=site_id,
+        lines=lines,
+        state="held",
+        expires_at=_utc(expires),
+        owner=owner,
+    )
+    _put_hold(tx, region, hold)
+    return hold
+
+
+def _hold_available(tx: Tx, reservation_id: str, site_id: str, lines: list[Line], region: str) -> None:
     short = []
     for line in lines:
         have = stock_level(tx, site_id, line.sku)
@@ -246,24 +267,6 @@ def reserve(
             reservation_id=reservation_id,
             region=region,
         )
-    expires = tx.now + ttl_s
-    tx.execute(
-        "INSERT INTO reservation"
-        " (reservation_id, order_id, site_id, lines, state, expires_at, created_at, owner)"
-        " VALUES (?, ?, ?, ?, 'held', ?, ?, ?)",
-        (reservation_id, order_id, site_id, _lines_encoder.encode(lines), expires, tx.now, owner),
-    )
-    hold = Reservation(
-        reservation_id=reservation_id,
-        order_id=order_id,
-        site_id=site_id,
-        lines=lines,
-        state="held",
-        expires_at=_utc(expires),
-        owner=owner,
-    )
-    _put_hold(tx, region, hold)
-    return hold
 
 
 def allot(tx: Tx, allotment_id: str, owner: str, site_id: str, lines: list[Line], ttl_s: int) -> Reservation:
@@ -273,39 +276,39 @@ def allot(tx: Tx, allotment_id: str, owner: str, site_id: str, lines: list[Line]
 
 def _draw(
     tx: Tx, allotment_id: str, reservation_id: str, site_id: str, lines: list[Line], region: str
-) -> None:
-    """Give `lines` back from the allotment, for the hold made next to take them at once.
+) -> bool:
+    """Move `lines` from the allotment to the hold `reservation_id` (made next, by the caller).
 
-    Nothing happens when the allotment cannot cover every line: the hold then takes
-    available stock (or is refused) like any other. The allotment is written to the feed before
-    the hold, so an edge never sees the hold without the allotment having shrunk.
+    False, changing nothing, when the allotment cannot cover every line: the hold then takes
+    available stock (or is refused) like any other. The units stay reserved throughout, so no
+    balance changes: the movements (a release from the allotment, a reserve for the hold) are
+    recorded and no stock row is touched. The allotment is written to the feed before the hold,
+    so an edge never sees the hold without the allotment having shrunk.
     """
     allotment = get_hold(tx, allotment_id)
     if allotment is None or allotment.owner is None or allotment.site_id != site_id:
-        return
+        return False
     allotment = expire_if_due(tx, allotment)
     left = {line.sku: line.qty for line in allotment.lines}
     if allotment.state != "held" or any(left.get(line.sku, 0) < line.qty for line in lines):
-        return
+        return False
+    rows: list[tuple[Any, ...]] = []
     for line in by_sku(lines):
-        _move(
-            tx,
-            f"{reservation_id}:draw:{line.sku}",
-            site_id,
-            line.sku,
-            "release",
-            0,
-            -line.qty,
-            reservation_id=allotment_id,
-            region=region,
-        )
+        rows.append((f"{reservation_id}:draw:{line.sku}", line.sku, "release", -line.qty, allotment_id))
+        rows.append((f"{reservation_id}:reserve:{line.sku}", line.sku, "reserve", line.qty, reservation_id))
         left[line.sku] -= line.qty
+    tx.executemany(
+        "INSERT INTO movement (id, site_id, sku, kind, on_hand_delta, reserved_delta, reservation_id, at)"
+        " VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
+        [(mid, site_id, sku, kind, delta, rid, tx.now) for mid, sku, kind, delta, rid in rows],
+    )
     remaining = [Line(sku, qty) for sku, qty in left.items() if qty > 0]
     tx.execute(
         "UPDATE reservation SET lines = ? WHERE reservation_id = ?",
         (_lines_encoder.encode(remaining), allotment_id),
     )
     _put_hold(tx, region, msgspec.structs.replace(allotment, lines=remaining))
+    return True
 
 
 _SETTLE: dict[HoldState, tuple[MovementKind, int, int]] = {

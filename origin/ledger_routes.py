@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from origin import idempotency, ledger, orders, shipments
-from origin.errors import Conflict, InvalidInput, NotFound
+from origin.errors import Conflict, InvalidInput, NotFound, WaypostError
 from origin.http import decode_json, json_response, read_body, require
 from origin.settings import OriginSettings
 from origin.store import Store, Tx
@@ -45,6 +45,10 @@ class NewHold(msgspec.Struct, frozen=True, kw_only=True):
     lines: list[Line]
     ttl_s: int = 900
     allotment_id: Id | None = None  # take the units from this allotment when it can cover them
+
+
+class NewHolds(msgspec.Struct, frozen=True, kw_only=True):
+    holds: Annotated[list[NewHold], msgspec.Meta(min_length=1, max_length=100)]
 
 
 class NewAllotment(msgspec.Struct, frozen=True, kw_only=True):
@@ -185,6 +189,34 @@ async def create_hold(request: Request) -> Response:
     return await idempotent(request, body, work)
 
 
+async def create_holds(request: Request) -> Response:
+    """Several holds in one transaction (an edge sending the holds it drew from its allotments).
+
+    All or nothing: the first hold refused (409, 400, …) is answered with its error and its
+    `reservation_id`, and none is made. Each hold is idempotent by its reservation id, so a batch
+    sent again — or a hold of it sent alone since — returns the holds as they are.
+    """
+    require(request, "edge")
+    body = await read_body(request, MAX_BODY * 4)
+    req = decode_json(body, NewHolds)
+    store: Store = request.app.state.store
+
+    def work(tx: Tx) -> list[dict[str, Any]]:
+        out = []
+        for h in req.holds:
+            try:
+                hold = ledger.reserve(
+                    tx, h.reservation_id, h.order_id, h.site_id, h.lines, h.ttl_s, allotment_id=h.allotment_id
+                )
+            except WaypostError as exc:
+                exc.extra["reservation_id"] = h.reservation_id
+                raise
+            out.append(ledger.hold_json(hold))
+        return out
+
+    return json_response({"holds": await store.write(work)}, 201)
+
+
 async def create_allotment(request: Request) -> Response:
     require(request, "edge")
     body = await read_body(request, MAX_BODY)
@@ -235,6 +267,7 @@ routes = [
     Route("/v1/stock/movements", create_movement, methods=["POST"]),
     Route("/v1/stock/{site_id}/{sku}", read_stock),
     Route("/v1/reservations", create_hold, methods=["POST"]),
+    Route("/v1/reservations/batch", create_holds, methods=["POST"]),
     Route("/v1/allotments", create_allotment, methods=["POST"]),
     Route("/v1/reservations/{reservation_id}", read_hold),
     Route("/v1/reservations/{reservation_id}/commit", settle_route(ledger.commit), methods=["POST"]),

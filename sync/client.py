@@ -88,8 +88,19 @@ class AllotRequest(msgspec.Struct, frozen=True, kw_only=True):
     ttl_s: int
 
 
+class HoldsRequest(msgspec.Struct, frozen=True):
+    """`POST /v1/reservations/batch`."""
+
+    holds: list[HoldRequest]
+
+
+class HoldsAnswer(msgspec.Struct, frozen=True):
+    holds: list[Reservation]
+
+
 _hold_encoder = msgspec.json.Encoder()
 _hold_decoder = msgspec.json.Decoder(Reservation)
+_holds_decoder = msgspec.json.Decoder(HoldsAnswer)
 # The origin says so when an idempotent request is still running: the answer will come later.
 _RETRY_LATER = frozenset({"in_flight"})
 
@@ -190,6 +201,16 @@ class FeedClient:
             "POST", "/v1/reservations", hold.reservation_id, timeout_s, headers, _hold_encoder.encode(hold)
         )
         return _hold_decoder.decode(raw)
+
+    async def reserve_many(self, holds: list[HoldRequest], *, timeout_s: float) -> list[Reservation]:
+        """Place several holds in one transaction: all, or none and `HoldRefused` naming the
+        first refused (its body's `reservation_id`). Each is idempotent by its reservation id."""
+        headers = {**self._auth, "Content-Type": "application/json"}
+        body = _hold_encoder.encode(HoldsRequest(holds))
+        raw = await self._send(
+            "POST", "/v1/reservations/batch", holds[0].reservation_id, timeout_s, headers, body
+        )
+        return _holds_decoder.decode(raw).holds
 
     async def allot(self, req: AllotRequest, *, timeout_s: float) -> Reservation:
         """Ask for an allotment, keyed by its id (the Idempotency-Key): safe to repeat."""

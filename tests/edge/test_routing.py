@@ -439,7 +439,9 @@ def forwarded_holds(proxy: OriginProxy, reservation_id: str) -> int:
     return sum(
         1
         for p in proxy.log
-        if p.method == "POST" and p.url == "/v1/reservations?" and reservation_id.encode() in p.body
+        if p.method == "POST"
+        and p.url in ("/v1/reservations?", "/v1/reservations/batch?")
+        and reservation_id.encode() in p.body
     )
 
 

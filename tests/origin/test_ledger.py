@@ -499,3 +499,39 @@ def test_an_allotment_never_takes_more_than_is_available(origin: Origin) -> None
         headers=origin.edge_auth(),
     )
     assert r.status_code == 400 and "owner" in r.text
+
+
+def test_a_batch_of_holds_is_all_or_nothing_and_safe_to_send_again(origin: Origin) -> None:
+    a = sku(origin, 9)
+    set_available(origin, SITE, a, 10)
+    assert allot(origin, "al-b", [{"sku": a, "qty": 4}]).status_code == 201
+
+    def batch(*holds: tuple[str, int, str | None]) -> httpx.Response:
+        body = {
+            "holds": [
+                {
+                    "reservation_id": rid,
+                    "order_id": f"o-{rid}",
+                    "site_id": SITE,
+                    "lines": [{"sku": a, "qty": qty}],
+                    **({"allotment_id": aid} if aid else {}),
+                }
+                for rid, qty, aid in holds
+            ]
+        }
+        return origin.http.post("/v1/reservations/batch", json=body, headers=origin.edge_auth())
+
+    # The third cannot be held (6 free, 7 asked): nothing of the batch is made.
+    r = batch(("hb-1", 2, "al-b"), ("hb-2", 2, "al-b"), ("hb-3", 7, None))
+    assert r.status_code == 409 and r.json()["reservation_id"] == "hb-3", r.text
+    assert origin.http.get("/v1/reservations/hb-1", headers=origin.edge_auth()).status_code == 404
+    assert read(origin, "al-b")["lines"] == [{"sku": a, "qty": 4}]
+
+    r = batch(("hb-1", 2, "al-b"), ("hb-2", 2, "al-b"), ("hb-3", 6, None))
+    assert r.status_code == 201, r.text
+    assert [h["reservation_id"] for h in r.json()["holds"]] == ["hb-1", "hb-2", "hb-3"]
+    assert read(origin, "al-b")["lines"] == [] and stock(origin, SITE, a)["available"] == 0
+    # Sent again (its answer was lost): the same holds, nothing more taken.
+    again = batch(("hb-1", 2, "al-b"), ("hb-2", 2, "al-b"), ("hb-3", 6, None))
+    assert again.status_code == 201 and again.json() == r.json()
+    assert stock(origin, SITE, a)["reserved"] == 10
