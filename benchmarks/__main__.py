@@ -52,12 +52,6 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="route: run the edge with WAYPOST_ALLOTMENTS=0 (every hold asked of the origin first)",
     )
-    run.add_argument(
-        "--host-probe-s",
-        type=float,
-        default=3.0,
-        help="seconds spent first looking for the host slowing the CPU (benchmarks/hostcheck.py)",
-    )
     run.add_argument("--results-dir", type=Path, help="default: benchmarks/results")
 
     suite = sub.add_parser("suite", help="the short suite `make bench` runs (about 3 minutes)")
@@ -106,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         after_s=args.after_s,
         probes=args.probes,
         arrivals=args.arrivals,
-        host_probe_s=args.host_probe_s,
         no_allotments=args.no_allotments,
     )
     command = ["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])]

@@ -39,7 +39,6 @@ class Options:
     probes: int | None = None
     arrivals: str = "even"  # the locust scenarios' schedule: even or poisson
     no_allotments: bool = False  # route: the edge asks the origin for every hold first
-    host_probe_s: float = 3.0  # how long benchmarks.hostcheck looks for the host slowing the CPU
 
 
 @dataclass(frozen=True)

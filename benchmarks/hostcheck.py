@@ -1,61 +1,87 @@
-"""Is the host slowing this machine down? A few seconds of duty-cycled spinning on one core.
+"""Is the host slowing this machine down? A thread that measures the CPU's speed during a run.
 
 Steal time does not show every host's interference. On the Firecracker VMs these figures were
 taken on, on 27 Nov 2026, a spin loop on either core ran at 8–50 % of its usual speed for
 50–300 ms about every 1.5 s — at 10 % duty as at 100 %, with steal reported at 0.03 % — so
 every process of a run slowed several-fold at once, and the route p99 rose to 50–75 ms for any
 code (the session's start too, in interleaved runs), while the edge's own clock still had
-99.5 % of its answers within 10 ms. `probe` measures that before each run, and the runner
-warns when it finds it: then a tail says more about the host than about the code.
+99 % of its answers within 10 ms.
+
+`Watch` runs beside a scenario, in the runner (on the generator's core): every 50 ms it counts
+how much fixed work it gets done in 1 ms of its own CPU time. CPU time, not wall time: being
+preempted by locust or the origin does not make a window slow, only the core itself running
+slower does. A window under `SLOW` of the run's median is slow; the runner warns when more than
+`WARN_SHARE` of them are: a tail then says more about the host than about the code. It costs
+about 2 % of one core.
 """
 
 from __future__ import annotations
 
 import os
 import statistics
+import threading
 import time
 from typing import Any
 
 SLOW = 0.6  # a window that got less than this share of the median window's work is slow
 WARN_SHARE = 0.02
+WINDOW_CPU_S = 0.001
+EVERY_S = 0.05
 
 
-def probe(
-    core: int | None, seconds: float = 3.0, window_s: float = 0.005, duty: float = 0.25
-) -> dict[str, Any]:
-    """Spin `window_s` at a time (then rest, for `duty`) on `core`; how often was a window slow?"""
-    own = os.sched_getaffinity(0)
-    if core is not None:
-        os.sched_setaffinity(0, {core})
-    work: list[tuple[float, int]] = []
-    try:
-        start = time.perf_counter()
-        while (now := time.perf_counter()) - start < seconds:
-            n = 0
-            while time.perf_counter() - now < window_s:
-                sum(range(100))
-                n += 1
-            work.append((now - start, n))
-            time.sleep(window_s * (1 / duty - 1))
-    finally:
-        os.sched_setaffinity(0, own)
-    median = statistics.median(n for _, n in work)
-    slow = [(t, n / median) for t, n in work if n < SLOW * median]
-    return {
-        "core": core,
-        "seconds": seconds,
-        "windows": len(work),
-        "slow_share": round(len(slow) / len(work), 4),
-        "slowest": round(min(n for _, n in work) / median, 3),
-        "slow_at_s": [round(t, 2) for t, _ in slow[:20]],
-    }
+def _window() -> float:
+    """Work done per second of this thread's CPU time, over ~`WINDOW_CPU_S` of it."""
+    start = time.thread_time()
+    n = 0
+    while (used := time.thread_time() - start) < WINDOW_CPU_S:
+        sum(range(50))
+        n += 1
+    return n / used
+
+
+class Watch:
+    """`with Watch(core) as w: ...`, then `w.summary()`."""
+
+    def __init__(self, core: int | None) -> None:
+        self.core = core
+        self.speeds: list[tuple[float, float]] = []  # (seconds since start, work per CPU second)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="host watch", daemon=True)
+
+    def __enter__(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        if self.core is not None:
+            os.sched_setaffinity(threading.get_native_id(), {self.core})
+        start = time.monotonic()
+        while not self._stop.wait(EVERY_S):
+            self.speeds.append((time.monotonic() - start, _window()))
+
+    def summary(self) -> dict[str, Any]:
+        if not self.speeds:
+            return {"core": self.core, "windows": 0}
+        median = statistics.median(v for _, v in self.speeds)
+        slow = [(t, v / median) for t, v in self.speeds if v < SLOW * median]
+        return {
+            "core": self.core,
+            "windows": len(self.speeds),
+            "slow_share": round(len(slow) / len(self.speeds), 4),
+            "slowest": round(min(v for _, v in self.speeds) / median, 3),
+            "slow_at_s": [round(t, 2) for t, _ in slow[:30]],
+        }
 
 
 def warning(found: dict[str, Any]) -> str | None:
-    if found["slow_share"] <= WARN_SHARE:
+    if found.get("windows", 0) < 20 or found["slow_share"] <= WARN_SHARE:
         return None
     return (
-        f"the host slowed core {found['core']} below {SLOW:.0%} of its speed in"
-        f" {found['slow_share']:.1%} of {found['windows']} moments (down to {found['slowest']:.0%}),"
-        " with steal not showing it: latency tails of this run are partly the host's"
+        f"the host ran core {found['core']} below {SLOW:.0%} of its speed in"
+        f" {found['slow_share']:.1%} of {found['windows']} moments of the run (down to"
+        f" {found['slowest']:.0%}), which steal does not show: latency tails here are partly the host's"
     )

@@ -66,17 +66,17 @@ def run_scenario(name: str, options: Options, *, results_root: Path = RESULTS, c
     if not cores.pinned:
         result.invalidate("fewer than two usable cores: the generator would share the server's core")
     print(f"-- {name}: {scenario.summary}\n   writing to {out_dir}", flush=True)
-    found = hostcheck.probe(cores.server, seconds=options.host_probe_s)
-    result.machine["host_probe"] = found
-    if (warning := hostcheck.warning(found)) is not None:
-        result.warnings.append(warning)
     own_cores = os.sched_getaffinity(0)
     if cores.generator is not None:
         os.sched_setaffinity(0, {cores.generator})  # the runner's own sampling stays off the server core
     try:
-        _measure(scenario, options, out_dir, cores, result)
+        with hostcheck.Watch(cores.generator) as watch:
+            _measure(scenario, options, out_dir, cores, result)
     finally:
         os.sched_setaffinity(0, own_cores)
+    result.machine["host_speed"] = found = watch.summary()
+    if (warning := hostcheck.warning(found)) is not None:
+        result.warnings.append(warning)
     write(result, out_dir)
     print(table(result), flush=True)
     if result.error:
