@@ -749,3 +749,40 @@ def test_draws_and_holds_together_never_promise_more_than_there_is(
         assert hold(origin, d["allocations"][0]["reservation_id"]).json()["state"] == "held"
     assert stock(origin, site, sku)["available"] == 0 and allotted(edge, site, sku) == 0
     assert metric(edge, 'waypost_route_holds_total{source="allotment"}') >= 1
+
+
+def test_a_drawn_hold_the_origin_refuses_reroutes(
+    origin: Origin, cut_allotting: tuple[OriginProxy, Edge], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The allotment was released and the stock sold before the drawn hold arrived: the origin
+    refuses the batch, the edge places its holds one by one, and the refused one re-routes."""
+    import edge.outbox
+
+    _, edge_ = cut_allotting
+    sku = stocked_everywhere(origin, 1)[0]
+    site, other, _ = north_sites(origin)
+    only_at(origin, sku, {site: 40})
+    caught_up(origin, edge_)
+    route(edge_, "o-gone-0", [(sku, 2)])
+    wait_until(lambda: allotted(edge_, site, sku) > 0, what="an allotment")
+    monkeypatch.setattr(edge.outbox, "SEND_LINGER_S", 1.0)  # time to take the stock away
+    d = route(edge_, "o-gone", [(sku, 1)]).json()
+    assert sites_of(d) == [site] and d["allocations"][0]["state"] == "drawn"
+    allotment = decision(edge_, d["decision_id"])["history"][1]["detail"]
+    r = origin.http.post(f"/v1/reservations/{allotment}/release", headers=origin.edge_auth())
+    assert r.status_code == 200
+    set_available(origin, site, sku, 0)
+    set_available(origin, other, sku, 3)
+
+    def settled() -> bool:
+        now = decision(edge_, d["decision_id"])
+        return now["attempt"] == 2 and now["reservation"] == "confirmed"
+
+    wait_until(settled, what="the re-route")
+    now = decision(edge_, d["decision_id"])
+    events = [e["event"] for e in now["history"]]
+    assert events[:3] == ["decided", "drawn", "confirmed"]
+    assert events[3:] == ["refused", "rerouted", "placed", "confirmed"]
+    assert sites_of(now) == [other]
+    assert hold(origin, d["allocations"][0]["reservation_id"]).status_code == 404
+    assert hold(origin, now["allocations"][0]["reservation_id"]).json()["state"] == "held"
