@@ -244,6 +244,18 @@ UPSERT = (
 )
 
 
+def _row(d: Decision) -> tuple[str, str, str, float, float, bytes]:
+    """The decision's row for `UPSERT`."""
+    return (
+        d.decision_id,
+        d.order.order_id,
+        to_do(d),
+        d.created_at.timestamp(),
+        d.updated_at.timestamp(),
+        _encoder.encode(d),
+    )
+
+
 def to_do(d: Decision) -> str:
     """The `holds` column: what the outbox still has to do for the decision."""
     if d.holds == "confirmed" and any(a.state == "drawn" for a in d.allocations):
@@ -290,31 +302,11 @@ class DecisionStore:
             if durable != self._durable:  # a statement of its own: only when it changes
                 self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
                 self._durable = durable
-            self._db.execute(
-                UPSERT,
-                (
-                    d.decision_id,
-                    d.order.order_id,
-                    to_do(d),
-                    d.created_at.timestamp(),
-                    d.updated_at.timestamp(),
-                    _encoder.encode(d),
-                ),
-            )
+            self._db.execute(UPSERT, _row(d))
 
     def save_many(self, ds: list[Decision]) -> None:
         """Write several decisions in one transaction, not fsynced (see `save`)."""
-        rows = [
-            (
-                d.decision_id,
-                d.order.order_id,
-                to_do(d),
-                d.created_at.timestamp(),
-                d.updated_at.timestamp(),
-                _encoder.encode(d),
-            )
-            for d in ds
-        ]
+        rows = [_row(d) for d in ds]
         with self._lock:
             if self._durable:
                 self._db.execute("PRAGMA synchronous=NORMAL")

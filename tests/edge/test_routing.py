@@ -660,6 +660,15 @@ def allotted(edge: Edge, site: str, sku: str) -> int:
     )
 
 
+def stocked_at_one_site(origin: Origin, edge: Edge, units: int) -> tuple[str, str]:
+    """A sku the region has only at its first site, `units` of it, and that site."""
+    sku = stocked_everywhere(origin, 1)[0]
+    site = north_sites(origin)[0]
+    only_at(origin, sku, {site: units})
+    caught_up(origin, edge)
+    return sku, site
+
+
 @pytest.fixture
 def cut_allotting(origin: Origin, start_edge: Callable[..., Edge]) -> Iterator[tuple[OriginProxy, Edge]]:
     """An edge with allotments on, reaching the origin through a proxy the test can cut."""
@@ -681,10 +690,7 @@ def test_an_allotment_confirms_while_the_origin_is_away_and_the_hold_lands_once(
     origin: Origin, cut_allotting: tuple[OriginProxy, Edge]
 ) -> None:
     proxy, edge = cut_allotting
-    sku = stocked_everywhere(origin, 1)[0]
-    site = north_sites(origin)[0]
-    only_at(origin, sku, {site: 40})
-    caught_up(origin, edge)
+    sku, site = stocked_at_one_site(origin, edge, 40)
     first = route(edge, "o-al-1", [(sku, 2)]).json()  # no allotment yet: held at the origin first
     assert first["reservation"] == "confirmed" and first["allocations"][0]["state"] == "held"
     # Demand seen: the edge asks for an allotment there, within its share of what is free.
@@ -720,10 +726,7 @@ def test_draws_and_holds_together_never_promise_more_than_there_is(
     origin: Origin, cut_allotting: tuple[OriginProxy, Edge]
 ) -> None:
     _, edge = cut_allotting
-    sku = stocked_everywhere(origin, 1)[0]
-    site = north_sites(origin)[0]
-    only_at(origin, sku, {site: 30})
-    caught_up(origin, edge)
+    sku, site = stocked_at_one_site(origin, edge, 30)
     assert route(edge, "o-many-0", [(sku, 2)]).json()["reservation"] == "confirmed"
     wait_until(lambda: allotted(edge, site, sku) > 0, what="an allotment at the site")
     with ThreadPoolExecutor(8) as pool:
@@ -759,10 +762,8 @@ def test_a_drawn_hold_the_origin_refuses_reroutes(
     import edge.outbox
 
     _, edge_ = cut_allotting
-    sku = stocked_everywhere(origin, 1)[0]
-    site, other, _ = north_sites(origin)
-    only_at(origin, sku, {site: 40})
-    caught_up(origin, edge_)
+    sku, site = stocked_at_one_site(origin, edge_, 40)
+    other = north_sites(origin)[1]
     route(edge_, "o-gone-0", [(sku, 2)])
     wait_until(lambda: allotted(edge_, site, sku) > 0, what="an allotment")
     monkeypatch.setattr(edge.outbox, "SEND_LINGER_S", 1.0)  # time to take the stock away
