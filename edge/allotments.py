@@ -134,7 +134,7 @@ class Allotments(View):
         return sum(
             max(self.left(aid).get(sku, 0), 0)
             for aid, a in self.mine.items()
-            if a.site_id == site_id and self._drawable(a, now)
+            if a.site_id == site_id and self._drawable(a, now) and aid not in self._releasing
         )
 
     def take(self, site_id: str, lines: list[Line], reservation_id: str) -> str | None:
@@ -143,7 +143,7 @@ class Allotments(View):
         now = self.settings.clock()
         best: str | None = None
         for aid, a in self.mine.items():
-            if a.site_id != site_id or not self._drawable(a, now):
+            if a.site_id != site_id or not self._drawable(a, now) or aid in self._releasing:
                 continue
             left = self.left(aid)
             if all(left.get(line.sku, 0) >= line.qty for line in lines) and (
@@ -271,7 +271,8 @@ class Allotments(View):
                 try:
                     await client.release_hold(aid, timeout_s=ASK_TIMEOUT_S)
                     metrics.allotments.labels("released").inc()
-                except (OriginUnreachable, HoldRefused) as exc:  # it expires on its own
+                except (OriginUnreachable, HoldRefused) as exc:  # next round, or it expires
+                    self._releasing.discard(aid)
                     log.info("releasing allotment %s: %s", aid, exc)
                 break
         self._releasing &= set(self.mine)

@@ -237,7 +237,8 @@ class Outbox:
                 for d, a in drawn
             ]
             try:
-                await self.client.reserve_many(holds, timeout_s=self.settings.reserve_timeout_s)
+                if holds:  # (a decision re-routed meanwhile may have none left to send)
+                    await self.client.reserve_many(holds, timeout_s=self.settings.reserve_timeout_s)
             except OriginUnreachable:
                 self.origin_up = False
                 self._wake.set()
