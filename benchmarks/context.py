@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.hostcheck import Watch
 from benchmarks.processes import Cores, Processes
 from benchmarks.results import Result
 
@@ -61,6 +62,7 @@ class Run:
     env: dict[str, str]
     procs: Processes
     result: Result
+    host: Watch | None = None  # the host's speed, watched through the run (benchmarks.hostcheck)
 
     @property
     def shipments(self) -> int:

@@ -44,7 +44,7 @@ class Watch:
 
     def __init__(self, core: int | None) -> None:
         self.core = core
-        self.speeds: list[tuple[float, float]] = []  # (seconds since start, work per CPU second)
+        self.speeds: list[tuple[float, float]] = []  # (wall-clock time, work per CPU second)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="host watch", daemon=True)
 
@@ -59,22 +59,39 @@ class Watch:
     def _run(self) -> None:
         if self.core is not None:
             os.sched_setaffinity(threading.get_native_id(), {self.core})
-        start = time.monotonic()
         while not self._stop.wait(EVERY_S):
-            self.speeds.append((time.monotonic() - start, _window()))
+            self.speeds.append((time.time(), _window()))
 
     def summary(self) -> dict[str, Any]:
         if not self.speeds:
             return {"core": self.core, "windows": 0}
         median = statistics.median(v for _, v in self.speeds)
         slow = [(t, v / median) for t, v in self.speeds if v < SLOW * median]
+        start = self.speeds[0][0]
         return {
             "core": self.core,
             "windows": len(self.speeds),
             "slow_share": round(len(slow) / len(self.speeds), 4),
             "slowest": round(min(v for _, v in self.speeds) / median, 3),
-            "slow_at_s": [round(t, 2) for t, _ in slow[:30]],
+            "slow_at_s": [round(t - start, 2) for t, _ in slow[:30]],
         }
+
+    def slow_moments(self) -> list[float]:
+        """Wall-clock times of the slow windows so far."""
+        if not self.speeds:
+            return []
+        median = statistics.median(v for _, v in self.speeds)
+        return [t for t, v in self.speeds if v < SLOW * median]
+
+
+def outside(times: list[float], slow: list[float], before_s: float = 0.1, after_s: float = 0.3) -> list[bool]:
+    """For each time: is it clear of every slow moment (from `before_s` before one to `after_s`
+    after it, the time a backlog built in a slow stretch takes to drain)?"""
+    spans = sorted((t - before_s, t + after_s) for t in slow)
+    out = []
+    for t in times:
+        out.append(not any(a <= t <= b for a, b in spans))
+    return out
 
 
 def warning(found: dict[str, Any]) -> str | None:

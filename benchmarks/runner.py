@@ -71,7 +71,7 @@ def run_scenario(name: str, options: Options, *, results_root: Path = RESULTS, c
         os.sched_setaffinity(0, {cores.generator})  # the runner's own sampling stays off the server core
     try:
         with hostcheck.Watch(cores.generator) as watch:
-            _measure(scenario, options, out_dir, cores, result)
+            _measure(scenario, options, out_dir, cores, result, watch)
     finally:
         os.sched_setaffinity(0, own_cores)
     result.machine["host_speed"] = found = watch.summary()
@@ -87,14 +87,16 @@ def run_scenario(name: str, options: Options, *, results_root: Path = RESULTS, c
     return result
 
 
-def _measure(scenario: Scenario, options: Options, out_dir: Path, cores: Cores, result: Result) -> None:
+def _measure(
+    scenario: Scenario, options: Options, out_dir: Path, cores: Cores, result: Result, host: hostcheck.Watch
+) -> None:
     """Run the scenario with its own temp dir and processes; every process is stopped after."""
     started = time.monotonic()
     with (
         tempfile.TemporaryDirectory(prefix=f"waypost-bench-{scenario.name}-") as tmp,
         Processes(out_dir, cores) as procs,
     ):
-        run = Run(scenario, options, out_dir, Path(tmp), cores, bench_env(), procs, result)
+        run = Run(scenario, options, out_dir, Path(tmp), cores, bench_env(), procs, result, host)
         result.params = scenario.params(run)
         try:
             scenario.measure(run)

@@ -76,6 +76,8 @@ def outcome_of(response: Any, expected: tuple[int, ...]) -> str:
 @events.test_start.add_listener
 def _on_start(environment: Any, **_kw: Any) -> None:
     STATE["started"] = time.time()
+    # The run lasts `duration_s` from now, however long locust took to get here.
+    gevent.spawn_later(float(PARAMS["duration_s"]), environment.runner.quit)
 
 
 @events.test_stop.add_listener

@@ -1,13 +1,18 @@
 """Shoppers on tracking pages at a fixed rate: HTML pages, pages unlocked by a signed link
 (order, recommendations), JSON lookups and unknown numbers.
 
-`MIX` names each kind of request; the runner passes the weights (`params["mix"]`).
+`MIX` names each kind of request; the runner passes the weights (`params["mix"]`). The kinds
+take turns in a smooth weighted round-robin (nginx's), shared by all users, so every kind is
+measured in its share even in a run of a few dozen requests (random choices left one out now
+and then in the tests' short runs); which page each request asks for is still random.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from locust import task
 
@@ -35,8 +40,7 @@ class Shopper(PacedUser):
 
     @task
     def browse(self) -> None:
-        kinds, weights = zip(*MIX_WEIGHTS, strict=True)
-        random.choices(kinds, weights)[0](self)
+        next(TURNS)(self)
 
 
 MIX: dict[str, Callable[[Shopper], None]] = {
@@ -48,3 +52,20 @@ MIX: dict[str, Callable[[Shopper], None]] = {
 MIX_WEIGHTS: list[tuple[Callable[[Shopper], None], float]] = [
     (MIX[name], float(weight)) for name, weight in PARAMS["mix"].items() if float(weight) > 0
 ]
+
+
+def turns(weights: Sequence[float]) -> list[int]:
+    """One cycle of smooth weighted round-robin over `weights`: indexes, interleaved."""
+    units = [round(w * 1000) for w in weights]
+    common = math.gcd(*units)
+    units = [u // common for u in units]
+    total, current, out = sum(units), [0] * len(units), []
+    for _ in range(total):
+        current = [c + u for c, u in zip(current, units, strict=True)]
+        best = max(range(len(units)), key=lambda i: current[i])
+        current[best] -= total
+        out.append(best)
+    return out
+
+
+TURNS = itertools.cycle([MIX_WEIGHTS[i][0] for i in turns([w for _, w in MIX_WEIGHTS])])

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import httpx
 
+from benchmarks import hostcheck
 from benchmarks.context import Defaults, Run, Scenario
-from benchmarks.results import Target
+from benchmarks.results import Target, percentile
 from benchmarks.stack import (
     cpu_per_paced_request,
     drive_with_locust,
@@ -99,6 +100,23 @@ def measure_route(run: Run) -> None:
         f" the edge's own clock: {100 * within.get(0.005, 0):.2f} % within 5 ms,"
         f" {100 * within.get(0.01, 0):.2f} % within 10 ms"
     )
+    if run.host is not None:  # the same requests, without those the host's slow moments touched
+        slow = run.host.slow_moments()
+        mine = [r for r in locust.requests if r.name == "route" and r.outcome == "ok"]
+        clear = hostcheck.outside([r.intended for r in mine], slow)
+        steady = sorted(r.latency_ms for r, ok in zip(mine, clear, strict=True) if ok)
+        if steady and len(steady) < len(mine):
+            run.result.figures["route_while_the_host_was_steady"] = {
+                "requests": len(steady),
+                "excluded": len(mine) - len(steady),
+                **{f"p{q}_ms": percentile(steady, q) for q in (50, 95, 99)},
+            }
+            row.note += (
+                f"; due outside the host's {len(slow)} slow moments (0.1 s before to 0.3 s after each,"
+                f" {100 * (len(mine) - len(steady)) / len(mine):.1f} % of requests left out):"
+                f" p50 {percentile(steady, 50):.2f}, p95 {percentile(steady, 95):.2f},"
+                f" p99 {percentile(steady, 99):.2f} ms"
+            )
     run.result.rows += rows
     run.result.targets.append(
         Target(

@@ -286,3 +286,11 @@ def test_the_host_watch_warns_only_when_the_host_slowed_the_cpu() -> None:
     slowed = {**found, "core": 1, "slow_share": 0.08, "windows": 600, "slowest": 0.08}
     said = hostcheck.warning(slowed)
     assert said is not None and "core 1" in said and "8.0% of 600" in said
+
+
+def test_requests_near_a_slow_moment_of_the_host_are_told_apart() -> None:
+    from benchmarks import hostcheck
+
+    slow = [100.0, 105.0]
+    times = [99.85, 99.95, 100.2, 100.35, 104.9, 105.31, 200.0]
+    assert hostcheck.outside(times, slow) == [True, False, False, True, False, True, True]
