@@ -170,9 +170,11 @@ def _put_hold(tx: Tx, region: str, hold: Reservation) -> None:
     tx.put(region_bucket(region), ChangeKinds.RESERVATION, hold.reservation_id, encode_entity(hold))
 
 
-def get_hold(tx: Tx, reservation_id: str) -> Reservation | None:
+def get_hold(tx: Tx, reservation_id: str, *, for_update: bool = False) -> Reservation | None:
+    lock = tx.for_update_clause if for_update else ""
     row = tx.one(
-        "SELECT order_id, site_id, lines, state, expires_at, owner FROM reservation WHERE reservation_id = ?",
+        "SELECT order_id, site_id, lines, state, expires_at, owner FROM reservation WHERE reservation_id = ?"
+        + lock,
         (reservation_id,),
     )
     if row is None:
@@ -285,7 +287,8 @@ def _draw(
     recorded and no stock row is touched. The allotment is written to the feed before the hold,
     so an edge never sees the hold without the allotment having shrunk.
     """
-    allotment = get_hold(tx, allotment_id)
+    # Locked: two draws at once (PostgreSQL) must not both subtract from the same lines.
+    allotment = get_hold(tx, allotment_id, for_update=True)
     if allotment is None or allotment.owner is None or allotment.site_id != site_id:
         return False
     allotment = expire_if_due(tx, allotment)
@@ -321,14 +324,18 @@ _SETTLE: dict[HoldState, tuple[MovementKind, int, int]] = {
 
 def _settle(tx: Tx, hold: Reservation, to: HoldState) -> Reservation:
     """Move a held reservation to `to` exactly once; the loser of a race gets the winner's state."""
-    cur = tx.execute(
-        "UPDATE reservation SET state = ?, settled_at = ? WHERE reservation_id = ? AND state = 'held'",
+    row = tx.one(
+        "UPDATE reservation SET state = ?, settled_at = ? WHERE reservation_id = ? AND state = 'held'"
+        " RETURNING lines",
         (to, tx.now, hold.reservation_id),
     )
-    if cur.rowcount == 0:
+    if row is None:
         now = get_hold(tx, hold.reservation_id)
         assert now is not None
         return now
+    # The lines as they are now: an allotment's may have shrunk since `hold` was read (a draw
+    # committed in between, under PostgreSQL's READ COMMITTED).
+    hold = msgspec.structs.replace(hold, lines=_lines_decoder.decode(bytes(row[0])))
     kind, dh, dr = _SETTLE[to]
     region = site_region(tx, hold.site_id)
     for line in by_sku(hold.lines):

@@ -202,8 +202,9 @@ async def create_holds(request: Request) -> Response:
     store: Store = request.app.state.store
 
     def work(tx: Tx) -> list[dict[str, Any]]:
-        out = []
-        for h in req.holds:
+        out: dict[str, dict[str, Any]] = {}
+        # Allotments in one order in every transaction, so two batches never wait on each other.
+        for h in sorted(req.holds, key=lambda h: h.allotment_id or ""):
             try:
                 hold = ledger.reserve(
                     tx, h.reservation_id, h.order_id, h.site_id, h.lines, h.ttl_s, allotment_id=h.allotment_id
@@ -211,8 +212,8 @@ async def create_holds(request: Request) -> Response:
             except WaypostError as exc:
                 exc.extra["reservation_id"] = h.reservation_id
                 raise
-            out.append(ledger.hold_json(hold))
-        return out
+            out[h.reservation_id] = ledger.hold_json(hold)
+        return [out[h.reservation_id] for h in req.holds]
 
     return json_response({"holds": await store.write(work)}, 201)
 
