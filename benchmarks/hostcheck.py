@@ -65,33 +65,32 @@ class Watch:
     def summary(self) -> dict[str, Any]:
         if not self.speeds:
             return {"core": self.core, "windows": 0}
-        median = statistics.median(v for _, v in self.speeds)
-        slow = [(t, v / median) for t, v in self.speeds if v < SLOW * median]
+        slow = self.slow_moments()
         start = self.speeds[0][0]
         return {
             "core": self.core,
             "windows": len(self.speeds),
             "slow_share": round(len(slow) / len(self.speeds), 4),
-            "slowest": round(min(v for _, v in self.speeds) / median, 3),
-            "slow_at_s": [round(t - start, 2) for t, _ in slow[:30]],
+            "slowest": round(min(v for _, v in self.speeds) / self._median(), 3),
+            "slow_at_s": [round(t - start, 2) for t in slow[:30]],
         }
+
+    def _median(self) -> float:
+        return statistics.median(v for _, v in self.speeds)
 
     def slow_moments(self) -> list[float]:
         """Wall-clock times of the slow windows so far."""
         if not self.speeds:
             return []
-        median = statistics.median(v for _, v in self.speeds)
+        median = self._median()
         return [t for t, v in self.speeds if v < SLOW * median]
 
 
 def outside(times: list[float], slow: list[float], before_s: float = 0.1, after_s: float = 0.3) -> list[bool]:
     """For each time: is it clear of every slow moment (from `before_s` before one to `after_s`
     after it, the time a backlog built in a slow stretch takes to drain)?"""
-    spans = sorted((t - before_s, t + after_s) for t in slow)
-    out = []
-    for t in times:
-        out.append(not any(a <= t <= b for a, b in spans))
-    return out
+    spans = [(t - before_s, t + after_s) for t in slow]
+    return [not any(a <= t <= b for a, b in spans) for t in times]
 
 
 def warning(found: dict[str, Any]) -> str | None:

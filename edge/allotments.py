@@ -50,7 +50,6 @@ log = logging.getLogger("waypost.edge.allotments")
 
 DEMAND_TAU_S = 15.0  # the demand rate forgets with this time constant
 ASK_TIMEOUT_S = 5.0
-ASK_AGAIN_S = 5.0  # a granted allotment not in the replica after this long is asked for again
 
 
 def edge_id(data_dir: Path, region: str) -> str:
@@ -84,7 +83,6 @@ class Allotments(View):
         self.mine: dict[str, Allotment] = {}
         self._draws: dict[str, dict[str, list[Line]]] = {}  # allotment → reservation → lines
         self._demand: dict[tuple[str, str], tuple[float, float]] = {}  # (site, sku) → (units/s, at)
-        self._asked: dict[str, tuple[str, float]] = {}  # site → (allotment id, when) not yet seen
         self._asking: dict[str, tuple[str, list[Line]]] = {}  # allotment → (site, lines) not yet seen
         self._releasing: set[str] = set()
         self._size: dict[str, dict[str, int]] = {}  # allotment → sku → units when first seen
@@ -109,6 +107,17 @@ class Allotments(View):
     def _drawable(self, a: Allotment, now: float) -> bool:
         return a.expires_at - now > self.settings.allotment_margin_s
 
+    def _open(self, site_id: str, now: float) -> list[str]:
+        """The allotments at the site that may be drawn from: not near expiry, not being given back."""
+        return [
+            aid
+            for aid, a in self.mine.items()
+            if a.site_id == site_id and self._drawable(a, now) and aid not in self._releasing
+        ]
+
+    def _newest(self, site_id: str, now: float) -> str | None:
+        return max(self._open(site_id, now), key=lambda aid: self.mine[aid].expires_at, default=None)
+
     def left(self, allotment_id: str) -> dict[str, int]:
         """Units left to draw: the replica's, less the draws it does not show yet."""
         a = self.mine.get(allotment_id)
@@ -130,24 +139,16 @@ class Allotments(View):
         """Units of `sku` this edge may still draw at `site_id`."""
         if not self.mine:
             return 0
-        now = self.settings.clock()
-        return sum(
-            max(self.left(aid).get(sku, 0), 0)
-            for aid, a in self.mine.items()
-            if a.site_id == site_id and self._drawable(a, now) and aid not in self._releasing
-        )
+        return sum(max(self.left(aid).get(sku, 0), 0) for aid in self._open(site_id, self.settings.clock()))
 
     def take(self, site_id: str, lines: list[Line], reservation_id: str) -> str | None:
         """Draw `lines` from one allotment at the site: the newest that covers them (the older
         ones go quiet, so they can be given back)."""
-        now = self.settings.clock()
         best: str | None = None
-        for aid, a in self.mine.items():
-            if a.site_id != site_id or not self._drawable(a, now) or aid in self._releasing:
-                continue
+        for aid in self._open(site_id, self.settings.clock()):
             left = self.left(aid)
             if all(left.get(line.sku, 0) >= line.qty for line in lines) and (
-                best is None or a.expires_at > self.mine[best].expires_at
+                best is None or self.mine[aid].expires_at > self.mine[best].expires_at
             ):
                 best = aid
         if best is not None:
@@ -230,8 +231,7 @@ class Allotments(View):
         self, site: str, targets: dict[str, int], free: Callable[[str, str], int], now: float
     ) -> list[Line]:
         """The lines of a new allotment at `site`, or [] when the ones it has will do."""
-        drawable = [aid for aid, a in self.mine.items() if a.site_id == site and self._drawable(a, now)]
-        newest = max(drawable, key=lambda aid: self.mine[aid].expires_at, default=None)
+        newest = self._newest(site, now)
         low = newest is None or self.mine[newest].expires_at - now < self.settings.allotment_ttl_s / 2
         newest_left = {} if newest is None else self.left(newest)
         size = {} if newest is None else self._size.get(newest, {})
@@ -257,14 +257,10 @@ class Allotments(View):
         """Give back what is not drawn from any more; ask for what demand says is short."""
         now = self.settings.clock()
         ttl = self.settings.allotment_ttl_s
-        newest: dict[str, tuple[float, str]] = {}
-        for aid, a in self.mine.items():
-            if self._drawable(a, now):
-                newest[a.site_id] = max(newest.get(a.site_id, (0.0, "")), (a.expires_at, aid))
         # One release and one ask a round at most: each is a transaction of a line per sku at
         # the origin, and a burst of them would stall the origin's other requests.
         for aid, a in list(self.mine.items()):
-            done = not self._drawable(a, now) or newest[a.site_id][1] != aid
+            done = not self._drawable(a, now) or self._newest(a.site_id, now) != aid
             self.left(aid)  # forgets the draws the replica shows
             if done and not self._draws.get(aid) and aid not in self._releasing:
                 self._releasing.add(aid)
@@ -279,11 +275,6 @@ class Allotments(View):
         for aid in [aid for aid in self._size if aid not in self.mine and aid not in self._asking]:
             del self._size[aid]
         for site, targets in self.targets(now).items():
-            asked = self._asked.get(site)
-            if asked is not None:
-                if asked[0] not in self.mine and now - asked[1] < ASK_AGAIN_S:
-                    continue  # granted, on its way through the feed
-                del self._asked[site]
             lines = self._wants(site, targets, free, now)
             if not lines:
                 continue
@@ -303,9 +294,9 @@ class Allotments(View):
                 raise
             metrics.allotments.labels("granted").inc()
             # Drawable now, not once the feed brings it: `asking` keeps its units out of the
-            # replica's available (which does not show it yet) until the replica does.
+            # replica's available (which does not show it yet) until the replica does. Being the
+            # site's newest, it also keeps the next round from asking again.
             self.add(aid, granted)
-            self._asked[site] = (aid, now)
             break
 
     async def run(self, client: FeedClient, free: Callable[[str, str], int], metrics: EdgeMetrics) -> None:

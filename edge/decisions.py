@@ -256,6 +256,11 @@ def _row(d: Decision) -> tuple[str, str, str, float, float, bytes]:
     )
 
 
+def unsent(d: Decision) -> bool:
+    """Whether the origin has yet to have some of the decision's holds (provisional, or drawn)."""
+    return to_do(d) in ("provisional", "sending")
+
+
 def to_do(d: Decision) -> str:
     """The `holds` column: what the outbox still has to do for the decision."""
     if d.holds == "confirmed" and any(a.state == "drawn" for a in d.allocations):

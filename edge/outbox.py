@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from anyio import to_thread
 
 from edge.allotments import Allotments
-from edge.decisions import Allocation, Decision, DecisionStore, Event, Plan, adopt, to_do
+from edge.decisions import Allocation, Decision, DecisionStore, Event, Plan, adopt, unsent
 from edge.metrics import EdgeMetrics
 from edge.readmodel import ReadModel
 from edge.settings import EdgeSettings
@@ -122,7 +122,7 @@ class Outbox:
                     self.own.add(a)
                 elif a.state == "drawn" and a.allotment_id and self.allotments is not None:
                     self.allotments.note(a.allotment_id, a.reservation_id, a.lines)
-            if d.holds == "provisional" or any(a.state == "drawn" for a in d.allocations):
+            if unsent(d):
                 self.provisional.add(d.decision_id)
         self._gauge()
         self._wake.set()
@@ -132,7 +132,7 @@ class Outbox:
 
     async def _save(self, d: Decision, *, durable: bool | None = None) -> None:
         """Write the decision; fsynced when it is provisional (a promise to replay) unless told."""
-        if to_do(d) != d.holds or d.holds == "provisional":  # the origin has yet to have its holds
+        if unsent(d):
             self.provisional.add(d.decision_id)
         else:
             self.provisional.discard(d.decision_id)
@@ -225,17 +225,7 @@ class Outbox:
         self._busy |= ids
         try:
             drawn = [(d, a) for d in batch for a in d.allocations if a.state == "drawn"]
-            holds = [
-                HoldRequest(
-                    reservation_id=a.reservation_id,
-                    order_id=d.order.order_id,
-                    site_id=a.site_id,
-                    lines=a.lines,
-                    ttl_s=a.ttl_s,
-                    allotment_id=a.allotment_id,
-                )
-                for d, a in drawn
-            ]
+            holds = [_hold_request(d, a) for d, a in drawn]
             try:
                 if holds:  # (a decision re-routed meanwhile may have none left to send)
                     await self.client.reserve_many(holds, timeout_s=self.settings.reserve_timeout_s)
@@ -269,16 +259,8 @@ class Outbox:
             for a in d.allocations:
                 if a.state not in ("pending", "drawn"):
                     continue
-                hold = HoldRequest(
-                    reservation_id=a.reservation_id,
-                    order_id=d.order.order_id,
-                    site_id=a.site_id,
-                    lines=a.lines,
-                    ttl_s=a.ttl_s,
-                    allotment_id=a.allotment_id if a.state == "drawn" else None,
-                )
                 try:
-                    await self.client.reserve(hold, timeout_s=timeout)
+                    await self.client.reserve(_hold_request(d, a), timeout_s=timeout)
                 except OriginUnreachable as exc:
                     self.origin_up = False
                     if not d.history or d.history[-1].event not in ("unreachable", "queued"):
@@ -380,14 +362,12 @@ class Outbox:
             self._busy.add(did)
             try:
                 d = await to_thread.run_sync(self.store.get, did)  # fresh, now that it is ours
-                if d is None or not (
-                    d.holds == "provisional" or any(a.state == "drawn" for a in d.allocations)
-                ):
+                if d is None or not unsent(d):
                     continue
                 d = await self._place(d, replay=True)
             finally:
                 self._busy.discard(did)
-            if d.holds == "provisional" or any(a.state == "drawn" for a in d.allocations):
+            if unsent(d):
                 self.metrics.outbox_events.labels("unreachable").inc()
                 return False
             self.metrics.outbox_events.labels("replayed" if d.holds == "confirmed" else d.holds).inc()
@@ -413,3 +393,15 @@ class Outbox:
                     self._wake.set()
             else:
                 backoff = min(max(backoff * 2, 0.2), self.settings.outbox_retry_max_s)
+
+
+def _hold_request(d: Decision, a: Allocation) -> HoldRequest:
+    """The origin's hold for an allocation; a drawn one names its allotment."""
+    return HoldRequest(
+        reservation_id=a.reservation_id,
+        order_id=d.order.order_id,
+        site_id=a.site_id,
+        lines=a.lines,
+        ttl_s=a.ttl_s,
+        allotment_id=a.allotment_id if a.state == "drawn" else None,
+    )

@@ -157,7 +157,7 @@ class HeldAtSite(View):
         self.units = {}
 
     def _bump(self, entity: Any, sign: int) -> None:
-        if entity.state == "held" and entity.owner is None:  # an allotment is no one's order yet
+        if entity.holds_an_order:
             self.units[entity.site_id] = self.units.get(entity.site_id, 0) + sign * sum(
                 line.qty for line in entity.lines
             )

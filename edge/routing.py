@@ -99,11 +99,11 @@ class HeldOrders(View):
         self.by_site = {}
 
     def add(self, key: str, entity: Any) -> None:
-        if entity.state == "held" and entity.owner is None:
+        if entity.holds_an_order:
             self.by_site[entity.site_id] = self.by_site.get(entity.site_id, 0) + 1
 
     def remove(self, key: str, entity: Any) -> None:
-        if entity.state == "held" and entity.owner is None:
+        if entity.holds_an_order:
             self.by_site[entity.site_id] = self.by_site.get(entity.site_id, 0) - 1
 
 

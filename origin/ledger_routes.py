@@ -169,22 +169,20 @@ async def read_stock(request: Request) -> Response:
     return json_response(await to_thread.run_sync(read))
 
 
+def _place(tx: Tx, h: NewHold) -> dict[str, Any]:
+    hold = ledger.reserve(
+        tx, h.reservation_id, h.order_id, h.site_id, h.lines, h.ttl_s, allotment_id=h.allotment_id
+    )
+    return ledger.hold_json(hold)
+
+
 async def create_hold(request: Request) -> Response:
     require(request, "edge")
     body = await read_body(request, MAX_BODY)
     req = decode_json(body, NewHold)
 
     def work(tx: Tx) -> tuple[int, Any]:
-        hold = ledger.reserve(
-            tx,
-            req.reservation_id,
-            req.order_id,
-            req.site_id,
-            req.lines,
-            req.ttl_s,
-            allotment_id=req.allotment_id,
-        )
-        return 201, ledger.hold_json(hold)
+        return 201, _place(tx, req)
 
     return await idempotent(request, body, work)
 
@@ -206,13 +204,10 @@ async def create_holds(request: Request) -> Response:
         # Allotments in one order in every transaction, so two batches never wait on each other.
         for h in sorted(req.holds, key=lambda h: h.allotment_id or ""):
             try:
-                hold = ledger.reserve(
-                    tx, h.reservation_id, h.order_id, h.site_id, h.lines, h.ttl_s, allotment_id=h.allotment_id
-                )
+                out[h.reservation_id] = _place(tx, h)
             except WaypostError as exc:
                 exc.extra["reservation_id"] = h.reservation_id
                 raise
-            out[h.reservation_id] = ledger.hold_json(hold)
         return [out[h.reservation_id] for h in req.holds]
 
     return json_response({"holds": await store.write(work)}, 201)

@@ -192,33 +192,31 @@ class FeedClient:
 
     async def reserve(self, hold: HoldRequest, *, timeout_s: float) -> Reservation:
         """Place a hold, keyed by its reservation id (the Idempotency-Key): safe to repeat."""
-        headers = {
-            **self._auth,
-            "Content-Type": "application/json",
-            "Idempotency-Key": hold.reservation_id,
-        }
-        raw = await self._send(
-            "POST", "/v1/reservations", hold.reservation_id, timeout_s, headers, _hold_encoder.encode(hold)
-        )
+        body = _hold_encoder.encode(hold)
+        raw = await self._post("/v1/reservations", hold.reservation_id, body, timeout_s, keyed=True)
         return _hold_decoder.decode(raw)
 
     async def reserve_many(self, holds: list[HoldRequest], *, timeout_s: float) -> list[Reservation]:
         """Place several holds in one transaction: all, or none and `HoldRefused` naming the
         first refused (its body's `reservation_id`). Each is idempotent by its reservation id."""
-        headers = {**self._auth, "Content-Type": "application/json"}
         body = _hold_encoder.encode(HoldsRequest(holds))
-        raw = await self._send(
-            "POST", "/v1/reservations/batch", holds[0].reservation_id, timeout_s, headers, body
+        raw = await self._post(
+            "/v1/reservations/batch", holds[0].reservation_id, body, timeout_s, keyed=False
         )
         return _holds_decoder.decode(raw).holds
 
     async def allot(self, req: AllotRequest, *, timeout_s: float) -> Reservation:
         """Ask for an allotment, keyed by its id (the Idempotency-Key): safe to repeat."""
-        headers = {**self._auth, "Content-Type": "application/json", "Idempotency-Key": req.allotment_id}
-        raw = await self._send(
-            "POST", "/v1/allotments", req.allotment_id, timeout_s, headers, _hold_encoder.encode(req)
-        )
+        body = _hold_encoder.encode(req)
+        raw = await self._post("/v1/allotments", req.allotment_id, body, timeout_s, keyed=True)
         return _hold_decoder.decode(raw)
+
+    async def _post(self, path: str, key: str, body: bytes, timeout_s: float, *, keyed: bool) -> bytes:
+        """A JSON POST for a hold; `keyed`: `key` is its Idempotency-Key too."""
+        headers = {**self._auth, "Content-Type": "application/json"}
+        if keyed:
+            headers["Idempotency-Key"] = key
+        return await self._send("POST", path, key, timeout_s, headers, body)
 
     async def release_hold(self, reservation_id: str, *, timeout_s: float) -> Reservation:
         """Release a hold; releasing twice is a no-op at the origin."""

@@ -125,6 +125,11 @@ class Reservation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     expires_at: datetime
     owner: str | None = None
 
+    @property
+    def holds_an_order(self) -> bool:
+        """Held, and for an order (not an allotment): part of a site's pick backlog."""
+        return self.state == "held" and self.owner is None
+
 
 class Related(msgspec.Struct, frozen=True):
     sku: str

@@ -106,16 +106,17 @@ def measure_route(run: Run) -> None:
         clear = hostcheck.outside([r.intended for r in mine], slow)
         steady = sorted(r.latency_ms for r, ok in zip(mine, clear, strict=True) if ok)
         if steady and len(steady) < len(mine):
+            at = {f"p{q}_ms": percentile(steady, q) for q in (50, 95, 99)}
             run.result.figures["route_while_the_host_was_steady"] = {
                 "requests": len(steady),
                 "excluded": len(mine) - len(steady),
-                **{f"p{q}_ms": percentile(steady, q) for q in (50, 95, 99)},
+                **at,
             }
             row.note += (
                 f"; due outside the host's {len(slow)} slow moments (0.1 s before to 0.3 s after each,"
-                f" {100 * (len(mine) - len(steady)) / len(mine):.1f} % of requests left out):"
-                f" p50 {percentile(steady, 50):.2f}, p95 {percentile(steady, 95):.2f},"
-                f" p99 {percentile(steady, 99):.2f} ms"
+                f" {100 * (len(mine) - len(steady)) / len(mine):.1f} % of requests left out): "
+                + ", ".join(f"{k.removesuffix('_ms')} {v:.2f}" for k, v in at.items())
+                + " ms"
             )
     run.result.rows += rows
     run.result.targets.append(
