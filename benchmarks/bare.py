@@ -1,6 +1,6 @@
 """The ceiling: a bare Starlette endpoint, served exactly as `python -m origin|edge serve` serve.
 
-It answers every path with a small JSON body and does nothing else, so its throughput under
+It answers every path (GET or POST) with a small JSON body and does nothing else, so its throughput under
 wrk, on the same core and with the same uvicorn settings, is what the framework and server
 alone allow. Every service throughput is printed as a fraction of it, measured in the same run.
 Keep `serve` in step with `origin/__main__.py` and `edge/__main__.py` (uvicorn.run with
@@ -22,7 +22,7 @@ async def ok(request: Request) -> Response:
 
 
 def create_app() -> Starlette:
-    return Starlette(routes=[Route("/healthz", ok), Route("/{path:path}", ok)])
+    return Starlette(routes=[Route("/healthz", ok), Route("/{path:path}", ok, methods=["GET", "POST"])])
 
 
 def serve(host: str, port: int) -> None:

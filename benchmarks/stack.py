@@ -196,6 +196,7 @@ def drive_with_locust(
     users: int,
     duration_s: float,
     params: dict[str, Any],
+    tag: str = "locust",
 ) -> tuple[LocustRun, CpuSampler, CpuReport]:
     """Run a locustfile against the served processes while sampling their CPU; a saturated
     generator marks the run invalid."""
@@ -213,7 +214,8 @@ def drive_with_locust(
             duration_s=duration_s,
             params={**params, "arrivals": run.options.arrivals},
             env=run.env,
+            tag=tag,
         )
     cpu = sampler.report()
-    check_generator(run, cpu, "locust")
+    check_generator(run, cpu, tag)
     return locust, sampler, cpu

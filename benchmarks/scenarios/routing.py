@@ -5,25 +5,37 @@ never drains them (each decision holds stock for 15 minutes); the figures are de
 confirmed their holds, with the edge's and the origin's CPU per decision. The edge runs as
 deployed, allotments on: the row's note says how many holds were drawn from an allotment (sent
 to the origin behind the answer) and how many were asked of the origin before it.
+
+Then the same load, same rate and length, goes to a bare Starlette endpoint on the edge's core
+(the `floor` row): what locust, loopback, uvicorn and this host cost with no work behind the
+answer. The route row gives its p99 as a multiple of the floor's: the part of the tail the
+edge adds. On a host that slows every core several-fold for a moment, the floor's own tail
+says what no edge could beat on that machine.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
-from benchmarks import hostcheck
+from benchmarks import hostcheck, processes
 from benchmarks.context import Defaults, Run, Scenario
-from benchmarks.results import Target, percentile
+from benchmarks.loadgen import LocustRun
+from benchmarks.results import Row, Target, percentile
 from benchmarks.stack import (
+    Served,
     cpu_per_paced_request,
     drive_with_locust,
     note_other_load,
     paced_rows,
+    rows_by_name,
     serve_world,
     users_for,
 )
 
 SKUS = 40
+FLOOR = "floor: bare starlette, same load"
 REPLENISH = 100_000  # the most one movement may receive
 
 
@@ -100,25 +112,15 @@ def measure_route(run: Run) -> None:
         f" the edge's own clock: {100 * within.get(0.005, 0):.2f} % within 5 ms,"
         f" {100 * within.get(0.01, 0):.2f} % within 10 ms"
     )
-    if run.host is not None:  # the same requests, without those the host's slow moments touched
-        slow = run.host.slow_moments()
-        mine = [r for r in locust.requests if r.name == "route" and r.outcome == "ok"]
-        clear = hostcheck.outside([r.intended for r in mine], slow)
-        steady = sorted(r.latency_ms for r, ok in zip(mine, clear, strict=True) if ok)
-        if steady and len(steady) < len(mine):
-            at = {f"p{q}_ms": percentile(steady, q) for q in (50, 95, 99)}
-            run.result.figures["route_while_the_host_was_steady"] = {
-                "requests": len(steady),
-                "excluded": len(mine) - len(steady),
-                **at,
-            }
-            row.note += (
-                f"; due outside the host's {len(slow)} slow moments (0.1 s before to 0.3 s after each,"
-                f" {100 * (len(mine) - len(steady)) / len(mine):.1f} % of requests left out): "
-                + ", ".join(f"{k.removesuffix('_ms')} {v:.2f}" for k, v in at.items())
-                + " ms"
-            )
-    run.result.rows += rows
+    if (steady := clear_of_host(run, locust)) is not None:
+        run.result.figures["route_while_the_host_was_steady"] = steady
+        row.note += f"; {steady['note']}"
+    floor = measure_floor(run, served, users=users, params=params)
+    run.result.rows += [*rows, floor]
+    if row.p99_ms is not None and floor.p99_ms:
+        ratio = round(row.p99_ms / floor.p99_ms, 2)
+        run.result.figures["route_p99_over_floor_p99"] = ratio
+        row.note += f"; p99 {ratio:g} × the floor's (same load on a bare endpoint, next row)"
     run.result.targets.append(
         Target(
             what=f"route p99 at {run.rate:g} req/s",
@@ -127,6 +129,56 @@ def measure_route(run: Run) -> None:
             met=row.p99_ms is not None and row.p99_ms <= 10,
         )
     )
+
+
+def clear_of_host(run: Run, locust: LocustRun) -> dict[str, Any] | None:
+    """Percentiles of the requests due clear of the host's slow moments, when some were not."""
+    if run.host is None:
+        return None
+    slow = run.host.slow_moments()
+    mine = [r for r in locust.requests if r.name == "route" and r.outcome == "ok"]
+    clear = hostcheck.outside([r.intended for r in mine], slow)
+    steady = sorted(r.latency_ms for r, ok in zip(mine, clear, strict=True) if ok)
+    if not steady or len(steady) == len(mine):
+        return None
+    at = {f"p{q}_ms": percentile(steady, q) for q in (50, 95, 99)}
+    left_out = 100 * (len(mine) - len(steady)) / len(mine)
+    note = (
+        f"due outside the host's {len(slow)} slow moments (0.1 s before to 0.3 s after each,"
+        f" {left_out:.1f} % of requests left out): "
+        + ", ".join(f"{k.removesuffix('_ms')} {v:.2f}" for k, v in at.items())
+        + " ms"
+    )
+    return {"requests": len(steady), "excluded": len(mine) - len(steady), **at, "note": note}
+
+
+def measure_floor(run: Run, served: Served, *, users: int, params: dict[str, Any]) -> Row:
+    """The same locust load, same rate and length, against a bare Starlette endpoint on the
+    edge's core, right after: what this machine's generator, loopback and server framework
+    cost with no work behind the answer. A route p99 near this floor is the host's, not the
+    edge's; the route row's ratio is its p99 over this one's."""
+    bare = processes.start_bare(run.procs, run.env)
+    assert bare.url is not None
+    try:
+        locust, _sampler, _cpu = drive_with_locust(
+            run,
+            served,
+            locustfile="route",
+            host=bare.url,
+            users=users,
+            duration_s=run.duration,
+            params={**params, "must_contain": '"status"'},
+            tag="locust-floor",
+        )
+    finally:
+        run.procs.stop(bare)
+    (row,) = rows_by_name(locust.requests, ["route"], method="paced (locust)", span_s=locust.span_s())
+    row.name = FLOOR
+    row.note = "the route load against a bare endpoint, just after the route run"
+    if (steady := clear_of_host(run, locust)) is not None:
+        run.result.figures["floor_while_the_host_was_steady"] = steady
+        row.note += f"; {steady['note']}"
+    return row
 
 
 ROUTE = Scenario(

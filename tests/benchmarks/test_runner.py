@@ -241,10 +241,18 @@ def test_route_reports_decisions_at_a_paced_rate(runs: dict[str, Finished]) -> N
     _measured(row)
     assert row["server_cpu_s_per_request"] > 0
     assert any(t["what"].startswith("route p99") for t in result["targets"])
+    # The same load against a bare endpoint, in the same run: the floor the route's tail sits on.
+    floor = _row(result, "floor: bare starlette, same load")
+    _measured(floor)
+    assert floor["requests"] == pytest.approx(row["requests"], rel=0.2)
+    assert result["figures"]["route_p99_over_floor_p99"] > 0
+    assert "× the floor's" in row["note"]
     # What the hypervisor took from each core meanwhile, so a slow hour shows as one.
-    (locust_run,) = result["cpu"]["generator_runs"]
-    assert set(locust_run["steal"]) == set(locust_run["core_busy"])
-    assert all(0 <= share < 1 for share in locust_run["steal"].values())
+    runs_by_tool = {r["tool"]: r for r in result["cpu"]["generator_runs"]}
+    assert set(runs_by_tool) == {"locust", "locust-floor"}
+    for locust_run in runs_by_tool.values():
+        assert set(locust_run["steal"]) == set(locust_run["core_busy"])
+        assert all(0 <= share < 1 for share in locust_run["steal"].values())
 
 
 def test_a_scenario_that_cannot_run_fails_loudly(tmp_path: Path) -> None:
