@@ -9,7 +9,9 @@ decision no allotment covers asks the origin for its hold before answering, as b
 
 What is left of an allotment is what the replica shows minus the draws sent or queued that the
 replica does not show yet (the origin writes the shrunk allotment before the new hold, so the
-replica never shows the hold without the shrink).
+replica never shows the hold without the shrink). Those unseen units are kept as counts, made
+when a draw is taken and unmade when its hold arrives in the feed, so a decision reads what is
+left of each allotment in a dict lookup however many draws are on their way.
 
 Sizing, each `allotment_tick_s` (`refill_once`): demand per (site, sku) is an exponentially
 decaying rate of units routed there (time constant `DEMAND_TAU_S`); the target is that rate over
@@ -81,7 +83,9 @@ class Allotments(View):
         self.bucket = bucket
         self.owner = owner
         self.mine: dict[str, Allotment] = {}
-        self._draws: dict[str, dict[str, list[Line]]] = {}  # allotment → reservation → lines
+        self._draws: dict[str, dict[str, list[Line]]] = {}  # allotment → reservation → lines, unseen
+        self._drawn_from: dict[str, str] = {}  # reservation → allotment, for the draws in `_draws`
+        self._unseen: dict[str, dict[str, int]] = {}  # allotment → sku → units in `_draws`
         self._demand: dict[tuple[str, str], tuple[float, float]] = {}  # (site, sku) → (units/s, at)
         self._asking: dict[str, tuple[str, list[Line]]] = {}  # allotment → (site, lines) not yet seen
         self._releasing: set[str] = set()
@@ -94,6 +98,8 @@ class Allotments(View):
         self.mine = {}
 
     def add(self, key: str, entity: Any) -> None:
+        if key in self._drawn_from:  # a draw's hold reached the replica, after its allotment's shrink
+            self._unrecord(key)
         if entity.owner == self.owner and entity.state == "held":
             lines = {line.sku: line.qty for line in entity.lines}
             self.mine[key] = Allotment(entity.site_id, lines, entity.expires_at.timestamp())
@@ -118,50 +124,71 @@ class Allotments(View):
     def _newest(self, site_id: str, now: float) -> str | None:
         return max(self._open(site_id, now), key=lambda aid: self.mine[aid].expires_at, default=None)
 
+    def _record(self, allotment_id: str, reservation_id: str, lines: list[Line]) -> None:
+        if reservation_id in self.model.table(self.bucket, ChangeKinds.RESERVATION):
+            return  # the replica shows the hold, so its allotment's lines count the draw already
+        self._unrecord(reservation_id)
+        self._draws.setdefault(allotment_id, {})[reservation_id] = lines
+        self._drawn_from[reservation_id] = allotment_id
+        unseen = self._unseen.setdefault(allotment_id, {})
+        for line in lines:
+            unseen[line.sku] = unseen.get(line.sku, 0) + line.qty
+
+    def _unrecord(self, reservation_id: str) -> None:
+        allotment_id = self._drawn_from.pop(reservation_id, None)
+        if allotment_id is None:
+            return
+        draws = self._draws[allotment_id]
+        lines = draws.pop(reservation_id)
+        if not draws:
+            del self._draws[allotment_id], self._unseen[allotment_id]
+            return
+        unseen = self._unseen[allotment_id]
+        for line in lines:
+            unseen[line.sku] -= line.qty
+
+    def _left(self, allotment_id: str, sku: str) -> int:
+        a = self.mine.get(allotment_id)
+        if a is None:
+            return 0
+        return a.lines.get(sku, 0) - self._unseen.get(allotment_id, {}).get(sku, 0)
+
     def left(self, allotment_id: str) -> dict[str, int]:
         """Units left to draw: the replica's, less the draws it does not show yet."""
         a = self.mine.get(allotment_id)
         if a is None:
             return {}
-        left = dict(a.lines)
-        draws = self._draws.get(allotment_id)
-        if draws:
-            held = self.model.table(self.bucket, ChangeKinds.RESERVATION)
-            seen = [rid for rid in draws if rid in held]
-            for rid in seen:
-                del draws[rid]
-            for lines in draws.values():
-                for line in lines:
-                    left[line.sku] = left.get(line.sku, 0) - line.qty
-        return left
+        return {
+            sku: self._left(allotment_id, sku) for sku in a.lines.keys() | self._unseen.get(allotment_id, {})
+        }
 
     def units(self, site_id: str, sku: str) -> int:
         """Units of `sku` this edge may still draw at `site_id`."""
         if not self.mine:
             return 0
-        return sum(max(self.left(aid).get(sku, 0), 0) for aid in self._open(site_id, self.settings.clock()))
+        return sum(max(self._left(aid, sku), 0) for aid in self._open(site_id, self.settings.clock()))
 
     def take(self, site_id: str, lines: list[Line], reservation_id: str) -> str | None:
         """Draw `lines` from one allotment at the site: the newest that covers them (the older
         ones go quiet, so they can be given back)."""
         best: str | None = None
         for aid in self._open(site_id, self.settings.clock()):
-            left = self.left(aid)
-            if all(left.get(line.sku, 0) >= line.qty for line in lines) and (
+            if all(self._left(aid, line.sku) >= line.qty for line in lines) and (
                 best is None or self.mine[aid].expires_at > self.mine[best].expires_at
             ):
                 best = aid
         if best is not None:
-            self._draws.setdefault(best, {})[reservation_id] = lines
+            self._record(best, reservation_id, lines)
         return best
 
     def note(self, allotment_id: str, reservation_id: str, lines: list[Line]) -> None:
         """A draw made before a restart, not yet at the origin."""
-        self._draws.setdefault(allotment_id, {})[reservation_id] = lines
+        self._record(allotment_id, reservation_id, lines)
 
     def forget(self, allotment_id: str, reservation_id: str) -> None:
         """A draw given up (its decision was re-routed): its units are the allotment's again."""
-        self._draws.get(allotment_id, {}).pop(reservation_id, None)
+        if self._drawn_from.get(reservation_id) == allotment_id:
+            self._unrecord(reservation_id)
 
     def asking(self, site_id: str, sku: str) -> int:
         """Units asked for in allotments the replica does not show yet: no longer free."""
@@ -237,9 +264,7 @@ class Allotments(View):
         size = {} if newest is None else self._size.get(newest, {})
         lines: list[Line] = []
         for sku, target in sorted(targets.items()):
-            have = sum(
-                max(self.left(aid).get(sku, 0), 0) for aid, a in self.mine.items() if a.site_id == site
-            )
+            have = sum(max(self._left(aid, sku), 0) for aid, a in self.mine.items() if a.site_id == site)
             unheld = free(site, sku)
             ask = min(target, math.floor(self.settings.allotment_share * (unheld + have)) - have)
             if ask <= 0 or unheld - ask < 2 * target:  # scarce: the origin arbitrates every unit
@@ -261,7 +286,6 @@ class Allotments(View):
         # the origin, and a burst of them would stall the origin's other requests.
         for aid, a in list(self.mine.items()):
             done = not self._drawable(a, now) or self._newest(a.site_id, now) != aid
-            self.left(aid)  # forgets the draws the replica shows
             if done and not self._draws.get(aid) and aid not in self._releasing:
                 self._releasing.add(aid)
                 try:

@@ -142,6 +142,7 @@ def create_app(settings: EdgeSettings) -> Starlette:
             model,
             shelf,
             held_orders,
+            stock,
             decisions,
             client,
             metrics,

@@ -114,7 +114,8 @@ class CustomerOrders(View):
 
 
 class RegionStock(View):
-    """sku → (units available across the region's sites, sites with any available).
+    """sku → (units available across the region's sites, sites with any available), and each
+    site's available units by stock key (`site_id/sku`), decoded once as they arrive.
 
     `flips` counts skus going in or out of stock, so caches of what is in stock know when to
     forget."""
@@ -123,10 +124,12 @@ class RegionStock(View):
 
     def __init__(self) -> None:
         self.by_sku: dict[str, tuple[int, int]] = {}
+        self.at: dict[str, int] = {}
         self.flips = 0
 
     def reset(self) -> None:
         self.by_sku = {}
+        self.at = {}
         self.flips += 1
 
     def _bump(self, sku: str, available: int, sign: int) -> None:
@@ -140,9 +143,11 @@ class RegionStock(View):
 
     def add(self, key: str, entity: Any) -> None:
         self._bump(entity.sku, entity.available, +1)
+        self.at[key] = entity.available
 
     def remove(self, key: str, entity: Any) -> None:
         self._bump(entity.sku, entity.available, -1)
+        self.at.pop(key, None)
 
 
 class HeldAtSite(View):

@@ -57,12 +57,12 @@ from edge.decisions import (
 from edge.inference import Loaded, ModelShelf
 from edge.metrics import EdgeMetrics
 from edge.outbox import Outbox, OwnHolds
-from edge.readmodel import ReadModel, View
+from edge.readmodel import ReadModel, RegionStock, View
 from edge.settings import EdgeSettings
 from models.geo import haversine_km
 from models.serving import DeliveryTimeModel, EtaBand
 from sync.client import FeedClient
-from sync.entities import ChangeKinds, Line, Site, Stock, decode_entity, stock_key
+from sync.entities import ChangeKinds, Line, Site, decode_entity, stock_key
 from sync.wire import to_json
 
 log = logging.getLogger("waypost.edge.routing")
@@ -153,6 +153,7 @@ class Router:
         model: ReadModel,
         shelf: ModelShelf,
         held: HeldOrders,
+        stock: RegionStock,
         store: DecisionStore,
         client: FeedClient,
         metrics: EdgeMetrics,
@@ -163,6 +164,7 @@ class Router:
         self.model = model
         self.shelf = shelf
         self.held = held
+        self.stock = stock
         self.store = store
         self.metrics = metrics
         self.ready = ready
@@ -185,12 +187,11 @@ class Router:
     def free(self, site_id: str, sku: str) -> int:
         """Units nobody holds: the replica's available minus what this edge has asked to hold
         that the replica does not show yet (orders' holds, and allotments)."""
-        body = self.model.get(self.region_bucket, ChangeKinds.STOCK, stock_key(site_id, sku))
-        if body is None:
+        available = self.stock.at.get(stock_key(site_id, sku))
+        if available is None:
             return 0
-        stock: Stock = decode_entity(ChangeKinds.STOCK, body)
         asking = 0 if self.allotments is None else self.allotments.asking(site_id, sku)
-        return max(stock.available - self.own.units(site_id, sku) - asking, 0)
+        return max(available - self.own.units(site_id, sku) - asking, 0)
 
     def available(self, site_id: str, sku: str) -> int:
         """Units the edge may still promise: free ones, and those left in its allotments."""
