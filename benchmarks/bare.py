@@ -1,8 +1,9 @@
 """The ceiling: a bare Starlette endpoint, served exactly as `python -m origin|edge serve` serve.
 
-It answers every path (GET or POST) with a small JSON body and does nothing else, so its throughput under
-wrk, on the same core and with the same uvicorn settings, is what the framework and server
-alone allow. Every service throughput is printed as a fraction of it, measured in the same run.
+It answers every path (GET or POST) with a small JSON body and does nothing else, so its
+throughput under wrk, on the same core and with the same uvicorn settings, is what the framework
+and server alone allow. Every service throughput is printed as a fraction of it, measured in the
+same run; the route scenario's floor is the route load against it.
 Keep `serve` in step with `origin/__main__.py` and `edge/__main__.py` (uvicorn.run with
 defaults, `access_log=False`).
 """
