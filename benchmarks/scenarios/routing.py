@@ -112,9 +112,7 @@ def measure_route(run: Run) -> None:
         f" the edge's own clock: {100 * within.get(0.005, 0):.2f} % within 5 ms,"
         f" {100 * within.get(0.01, 0):.2f} % within 10 ms"
     )
-    if (steady := clear_of_host(run, locust)) is not None:
-        run.result.figures["route_while_the_host_was_steady"] = steady
-        row.note += f"; {steady['note']}"
+    clear_of_host(run, locust, row, "route_while_the_host_was_steady")
     floor = measure_floor(run, served, users=users, params=params)
     run.result.rows += [*rows, floor]
     if row.p99_ms is not None and floor.p99_ms:
@@ -131,25 +129,26 @@ def measure_route(run: Run) -> None:
     )
 
 
-def clear_of_host(run: Run, locust: LocustRun) -> dict[str, Any] | None:
-    """Percentiles of the requests due clear of the host's slow moments, when some were not."""
+def clear_of_host(run: Run, locust: LocustRun, row: Row, figure: str) -> None:
+    """Percentiles of the requests due clear of the host's slow moments, when some were not:
+    into the result's figures as `figure`, and onto the row's note."""
     if run.host is None:
-        return None
+        return
     slow = run.host.slow_moments()
     mine = [r for r in locust.requests if r.name == "route" and r.outcome == "ok"]
     clear = hostcheck.outside([r.intended for r in mine], slow)
     steady = sorted(r.latency_ms for r, ok in zip(mine, clear, strict=True) if ok)
     if not steady or len(steady) == len(mine):
-        return None
+        return
     at = {f"p{q}_ms": percentile(steady, q) for q in (50, 95, 99)}
     left_out = 100 * (len(mine) - len(steady)) / len(mine)
-    note = (
-        f"due outside the host's {len(slow)} slow moments (0.1 s before to 0.3 s after each,"
+    run.result.figures[figure] = {"requests": len(steady), "excluded": len(mine) - len(steady), **at}
+    row.note += (
+        f"; due outside the host's {len(slow)} slow moments (0.1 s before to 0.3 s after each,"
         f" {left_out:.1f} % of requests left out): "
         + ", ".join(f"{k.removesuffix('_ms')} {v:.2f}" for k, v in at.items())
         + " ms"
     )
-    return {"requests": len(steady), "excluded": len(mine) - len(steady), **at, "note": note}
 
 
 def measure_floor(run: Run, served: Served, *, users: int, params: dict[str, Any]) -> Row:
@@ -175,9 +174,7 @@ def measure_floor(run: Run, served: Served, *, users: int, params: dict[str, Any
     (row,) = rows_by_name(locust.requests, ["route"], method="paced (locust)", span_s=locust.span_s())
     row.name = FLOOR
     row.note = "the route load against a bare endpoint, just after the route run"
-    if (steady := clear_of_host(run, locust)) is not None:
-        run.result.figures["floor_while_the_host_was_steady"] = steady
-        row.note += f"; {steady['note']}"
+    clear_of_host(run, locust, row, "floor_while_the_host_was_steady")
     return row
 
 
