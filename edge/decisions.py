@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from sync.entities import Line
+from sync.inbound import normalize_times
 from sync.walcheckpoint import WalCheckpointer, autocheckpoint_off
 
 OrderId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
@@ -62,6 +63,9 @@ class RouteRequest(msgspec.Struct, frozen=True, kw_only=True):
     lines: Annotated[list[OrderLine], msgspec.Meta(min_length=1, max_length=100)]
     carrier: Carrier = "dhl"
     placed_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+
+    def __post_init__(self) -> None:
+        normalize_times(self, "placed_at")
 
 
 class RoutedOrder(msgspec.Struct, frozen=True, kw_only=True):

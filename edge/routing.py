@@ -61,6 +61,7 @@ from edge.readmodel import ReadModel, RegionStock, View
 from edge.settings import EdgeSettings
 from models.geo import haversine_km
 from models.serving import DeliveryTimeModel, EtaBand
+from sync import inbound
 from sync.client import FeedClient
 from sync.entities import ChangeKinds, Line, Site, decode_entity, stock_key
 from sync.wire import to_json
@@ -75,11 +76,14 @@ Allocations = list[tuple[str, list[Line]]]
 class RouteError(Exception):
     """A request the edge answers with a 4xx (or 503); `body()` is the JSON error."""
 
-    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self, status: int, code: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
+        self.headers = headers
         self.extra = extra
 
     def body(self) -> dict[str, Any]:
@@ -431,18 +435,10 @@ def _authorize(request: Request, token: str) -> None:
 
 
 async def _read(request: Request) -> RouteRequest:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
-        raise RouteError(413, "too_large", f"body of {declared} bytes is over the limit of {MAX_BODY}")
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise RouteError(413, "too_large", f"body is over the limit of {MAX_BODY} bytes")
     try:
-        return _request_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise RouteError(400, "invalid_body", str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise RouteError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+        return inbound.decode_json(await inbound.read_body(request, MAX_BODY), _request_decoder)
+    except inbound.BadBody as exc:
+        raise RouteError(exc.status, exc.code, exc.detail, headers=exc.headers()) from None
 
 
 async def route(request: Request) -> Response:
@@ -455,7 +451,7 @@ async def route(request: Request) -> Response:
         response = _json(d.to_json(), headers={"Idempotency-Replayed": "true"} if repeated else None)
     except RouteError as exc:
         outcome = exc.code
-        response = _json(exc.body(), exc.status)
+        response = _json(exc.body(), exc.status, exc.headers)
     router.metrics.route_decisions.labels(outcome).inc()
     router.metrics.route_seconds.observe(time.perf_counter() - started)
     return response

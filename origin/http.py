@@ -9,8 +9,9 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from origin.errors import InvalidInput, TooLarge, Unauthorized
+from origin.errors import InvalidInput, TooLarge, Unauthorized, WaypostError
 from origin.settings import OriginSettings
+from sync import inbound
 from sync.wire import to_json
 
 T = TypeVar("T")
@@ -31,23 +32,28 @@ def require(request: Request, role: str) -> None:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"body of {declared} bytes is over the limit of {limit}")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await inbound.read_body(request, limit)
+    except inbound.BadBody as exc:
+        raise _mapped(exc) from None
 
 
 def decode_json(body: bytes, type_: type[T]) -> T:
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        decoder = _decoders[type_] = msgspec.json.Decoder(type_)
     try:
-        return msgspec.json.decode(body, type=type_)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"body is not valid JSON: {exc}", code="invalid_json") from None
+        result: T = inbound.decode_json(body, decoder)
+    except inbound.BadBody as exc:
+        raise _mapped(exc) from None
+    return result
+
+
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def _mapped(exc: inbound.BadBody) -> WaypostError:
+    """The shared reader's refusal as the origin's own error (origin/errors.py's tree)."""
+    if exc.status == 413:
+        return TooLarge(exc.detail)
+    return InvalidInput(exc.detail, code=exc.code)

@@ -23,6 +23,7 @@ from origin.errors import Conflict, InvalidInput
 from origin.ledger import check_lines
 from origin.store import Tx
 from sync.entities import ChangeKinds, Line, Order, encode_entity, region_bucket
+from sync.inbound import normalize_times
 from sync.links import normalize_postcode, postcode_hmac
 
 OrderId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
@@ -60,6 +61,9 @@ class NewOrder(msgspec.Struct, frozen=True, kw_only=True):
     destination: Destination
     lines: list[Line]
     placed_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+
+    def __post_init__(self) -> None:
+        normalize_times(self, "placed_at")
 
 
 class Private(msgspec.Struct, frozen=True, kw_only=True):

@@ -99,7 +99,7 @@ async def create_release(request: Request) -> Response:
     req = decode_json(await read_body(request, MAX_BLOB * 4 // 3 + 1024 * 1024), NewRelease)
     try:
         blob = base64.b64decode(req.blob_base64, validate=True)
-    except binascii.Error as exc:
+    except (binascii.Error, ValueError) as exc:  # ValueError: a character outside ASCII
         raise InvalidInput(f"blob_base64 is not base64: {exc}", field="blob_base64") from None
     if not blob or len(blob) > MAX_BLOB:
         raise InvalidInput(f"the blob must be 1..{MAX_BLOB} bytes", field="blob_base64")

@@ -23,6 +23,7 @@ from sync.entities import (
     encode_entity,
     region_bucket,
 )
+from sync.inbound import normalize_times
 
 PARK_DAYS = 14
 
@@ -42,6 +43,9 @@ class TrackingEvent(msgspec.Struct, frozen=True, kw_only=True):
     occurred_at: UtcTime
     eta: UtcTime | None = None
     code: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+    def __post_init__(self) -> None:
+        normalize_times(self, "occurred_at", "eta")
 
 
 class ParkedEvent(msgspec.Struct, frozen=True, kw_only=True):

@@ -28,6 +28,7 @@ from origin.settings import OriginSettings
 from origin.shipments import TrackingEvent, ingest_event, utc
 from origin.store import Store, Tx
 from sync.entities import ChangeKinds, decode_entity, encode_entity
+from sync.inbound import utc_time
 
 MESSAGE_MAX = 500  # TrackingEvent's limits: the structs are built here, not decoded
 LOCATION_MAX = 200
@@ -81,9 +82,10 @@ def parse_time(value: str | None, field: str) -> datetime | None:
         return None
     try:
         at = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"{value!r} is not an ISO 8601 time - at `{field}`", field=field) from None
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+        return utc_time(at.replace(tzinfo=UTC) if at.tzinfo is None else at, "time")
+    except ValueError as exc:
+        detail = f"{value!r} is not a usable ISO 8601 time ({exc}) - at `{field}`"
+        raise InvalidInput(detail, field=field) from None
 
 
 def clip(text: str | None, limit: int) -> str:

@@ -212,3 +212,63 @@ def test_names_in_event_text_are_masked_before_storing(origin: Origin) -> None:
     text = stored.events[-1].message
     assert "SMITH" not in text and "1234567" not in text
     assert "signed for by ***" in text
+
+
+HOSTILE_BODIES = {
+    # invalid UTF-8 inside a JSON string
+    "utf8": b'{"tracking_number": "\xff\xfe", "carrier": "ups", "status": "delivered"}',
+    # 2 KB of nesting
+    "nesting": b'{"tracking_number": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+    # a lone surrogate
+    "surrogate": b'{"tracking_number": "\\ud800"}',
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_BODIES))
+def test_a_validly_signed_hostile_body_is_a_400_never_a_500(origin: Origin, kind: str) -> None:
+    """A 5xx would invite the carrier's retry storm: every malformed body is the sender's 400."""
+    r = origin.webhook(HOSTILE_BODIES[kind])
+    assert r.status_code == 400 and r.json()["error"] in ("invalid_json", "invalid_body"), r.text
+    assert r.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    "at", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "1969-12-31T00:00:00Z"]
+)
+def test_a_time_out_of_range_is_a_400_naming_the_field(origin: Origin, at: str) -> None:
+    s = shipment_in(origin)
+    before = head(origin)
+    for body in (event(s.tracking_number, occurred_at=at), event(s.tracking_number, eta=at)):
+        r = origin.webhook(body)
+        assert r.status_code == 400, r.text
+        assert "must lie between" in r.json()["detail"], r.json()
+    r = origin.place_order("o-far-past")
+    assert r.status_code == 201  # the same order with a sane time is fine …
+    body = {**_order_body(origin), "order_id": "o-far-past-2", "placed_at": at}
+    r = origin.http.post("/v1/orders", json=body, headers=origin.admin())
+    assert r.status_code == 400 and "`placed_at`" in r.json()["detail"], r.text  # … this one is not
+    assert head(origin) == before + 1, "nothing but the sane order was written"
+
+
+def _order_body(origin: Origin) -> dict[str, Any]:
+    r = next(x for x in origin.world.regions if x.name == "north")
+    return {
+        "customer": {"name": "A B"},
+        "destination": {"lat": r.lat, "lon": r.lon, "postcode": "20095", "city": r.city, "country": "DE"},
+        "lines": [{"sku": origin.world.products[0].sku, "qty": 1}],
+    }
+
+
+def test_a_model_release_with_non_ascii_base64_is_a_400_naming_the_field(origin: Origin) -> None:
+    body = {"blob_base64": "é" * 8, "card": {}, "rollout": "active"}
+    r = origin.http.post("/v1/models", json=body, headers=origin.admin())
+    assert r.status_code == 400, r.text
+    assert "blob_base64" in r.json()["detail"] or r.json().get("field") == "blob_base64"
+
+
+def test_unknown_paths_and_wrong_methods_answer_json(origin: Origin) -> None:
+    r = origin.http.get("/v1/nothing-here")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = origin.http.get("/v1/webhooks/tracking")
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+    assert "POST" in r.headers["allow"]
