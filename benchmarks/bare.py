@@ -27,6 +27,7 @@ def create_app() -> Starlette:
 
 
 def serve(host: str, port: int) -> None:
-    import uvicorn
+    from sync import server
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False)
+    options = server.ServerOptions.from_env()
+    server.run(create_app(), host=host, port=port, options=options, log_level="warning", access_log=False)

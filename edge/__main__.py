@@ -22,14 +22,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import logging
 
-    import uvicorn
-
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
     from edge.app import create_app
     from edge.settings import EdgeSettings
+    from sync import server
 
     settings = EdgeSettings.from_env(
         origin_url=args.origin,
@@ -40,8 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.insecure_dev:
         print("edge: --insecure-dev: running with throwaway secrets", file=sys.stderr)
-    uvicorn.run(
-        create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False
+    server.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        options=server.ServerOptions.from_env(),
+        log_level=args.log_level,
+        access_log=False,
     )
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,11 +25,14 @@ from edge.insights import Insights
 from edge.metrics import EdgeMetrics
 from edge.readmodel import CustomerOrders, HeldAtSite, ReadModel, RegionStock
 from edge.settings import EdgeSettings
-from edge.shedding import LoopLag, ShedLoad
+from edge.shedding import Admission, LoopLag, ShedLoad
 from edge.trackpage import FrontDoor, TrackPage
 from sync.client import FeedClient
+from sync.guard import NO_ROUTE_HANDLERS, RequestGuard, operator_refusal
 from sync.replica import Replica
 from sync.wire import to_json
+
+log = logging.getLogger("waypost.edge")
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -57,6 +61,8 @@ async def readyz(request: Request) -> Response:
 
 
 async def sync_status(request: Request) -> Response:
+    if (refusal := operator_refusal(request, request.app.state.settings.operator_token)) is not None:
+        return refusal
     followers: list[BucketFollower] = request.app.state.followers
     now = request.app.state.settings.clock()
     out = []
@@ -93,6 +99,8 @@ async def sync_status(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
+    if (refusal := operator_refusal(request, request.app.state.settings.operator_token)) is not None:
+        return refusal
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -127,7 +135,7 @@ def create_app(settings: EdgeSettings) -> Starlette:
         followers[0].listeners.append(shelf.notify)
         for f in followers:
             await f.load_local()
-        metrics = EdgeMetrics(followers, model, settings.clock, lag, shelf)
+        metrics = EdgeMetrics(followers, model, settings.clock, lag, admission, shelf)
         app.state.settings = settings
         app.state.model = model
         app.state.followers = followers
@@ -185,14 +193,22 @@ def create_app(settings: EdgeSettings) -> Starlette:
         Route("/v1/decisions/{decision_id}", routing.decision),
     ]
     lag = LoopLag()
+    admission = Admission(target_s=settings.shed_target_s)
     middleware = [
+        Middleware(RequestGuard, logger=log),
         Middleware(
             ShedLoad,
-            lag=lag,
-            max_lag_s=settings.max_lag_s,
+            admission=admission,
             max_inflight=settings.max_inflight,
         ),
         # Behind ShedLoad, so the tracking page is shed too; see edge/trackpage.py.
         Middleware(FrontDoor, page=track_page),
     ]
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers=dict(NO_ROUTE_HANDLERS),
+    )
+    app.state.admission = admission  # the server refuses by it before a request queues (sync.server)
+    return app

@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector
 from edge.follower import BucketFollower
 from edge.inference import ModelShelf
 from edge.readmodel import ReadModel
-from edge.shedding import LoopLag
+from edge.shedding import Admission, LoopLag
 
 
 class SyncCollector(Collector):
@@ -59,15 +59,20 @@ class SyncCollector(Collector):
 
 
 class LoadCollector(Collector):
-    def __init__(self, lag: LoopLag) -> None:
+    def __init__(self, lag: LoopLag, admission: Admission) -> None:
         self.lag = lag
+        self.admission = admission
 
     def collect(self) -> Iterator[Metric]:
         lag = GaugeMetricFamily("waypost_loop_lag_seconds", "Event-loop lag (EWMA of a 10 ms timer)")
         lag.add_metric([], self.lag.lag_s)
         shed = CounterMetricFamily("waypost_shed", "Requests refused with 503 to shed load")
-        shed.add_metric([], self.lag.shed)
-        yield from (lag, shed)
+        shed.add_metric([], self.admission.shed)
+        limit = GaugeMetricFamily(
+            "waypost_admission_limit", "Requests admitted and not yet answered, at most (adaptive)"
+        )
+        limit.add_metric([], self.admission.limit)
+        yield from (lag, shed, limit)
 
 
 class ModelCollector(Collector):
@@ -100,11 +105,12 @@ class EdgeMetrics:
         model: ReadModel,
         clock: Callable[[], float],
         lag: LoopLag,
+        admission: Admission,
         shelf: ModelShelf,
     ) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(SyncCollector(followers, model, clock))
-        self.registry.register(LoadCollector(lag))
+        self.registry.register(LoadCollector(lag, admission))
         self.registry.register(ModelCollector(shelf))
         r = self.registry
         self.page_seconds = Histogram(

@@ -43,6 +43,7 @@ from edge.metrics import EdgeMetrics
 from edge.ratelimit import TokenBuckets
 from edge.readmodel import ReadModel
 from edge.settings import EdgeSettings
+from sync import inbound
 from sync.bodies import unpack
 from sync.entities import ChangeKinds, Order, Product, Shipment, decode_entity
 from sync.links import postcode_matches, sign_token, verify_token
@@ -335,15 +336,25 @@ def client_key(scope: Scope) -> str:
 async def unlock(request: Request) -> Response:
     p: Pages = request.app.state.pages
     tn = request.path_params["tracking_number"]
-    body = await request.body()
-    form = parse_qs(body[:MAX_FORM].decode("utf-8", "replace"))
+    try:
+        body = await inbound.read_body(request, MAX_FORM)
+    except inbound.BadBody as exc:
+        return Response(to_json(exc.body()), exc.status, exc.headers(), "application/json")
+    form = parse_qs(body.decode("utf-8", "replace"))
     lang = (form.get("lang") or [""])[0]
     t = p.translators[lang if lang in LANGS else negotiate(request)[0]]
+    # The answer tells a known number from an unknown one (404 or 403), so it spends the lookup
+    # limit first, like the page and the JSON, and an unknown number spends more.
+    client = client_key(request.scope)
+    wait = p.lookups.take(client)
+    if wait:
+        return p.too_many(t, wait, "lookup")
     s = p.shipment(tn)
     if s is None:
+        p.lookups.take(client, NOT_FOUND_COST)
         return p.not_found(t, tn)
     for limiter, key, name in (
-        (p.unlock_by_client, client_key(request.scope), "unlock_client"),
+        (p.unlock_by_client, client, "unlock_client"),
         (p.unlock_by_number, tn, "unlock_number"),
     ):
         wait = limiter.take(key)

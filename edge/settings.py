@@ -23,6 +23,7 @@ class EdgeSettings:
     link_secret: bytes = b""
     postcode_key: bytes = b""
     returns_url: str = ""
+    operator_token: str = ""  # when set, /metrics and /v1/sync/status need it (bearer)
     lookup_rate: float = 120.0  # requests per minute per client
     unlock_rate: float = 10.0
     timezone: str = "UTC"  # for dates on the page
@@ -30,7 +31,7 @@ class EdgeSettings:
     page_max_age_s: int = 30
     page_cache_size: int = 20_000
     max_inflight: int = 256
-    max_lag_s: float = 0.25  # event-loop lag past which new requests are shed (503)
+    shed_target_s: float = 0.005  # under a standing queue, requests that waited longer get 503
     feed_limit: int = 500
     feed_wait_s: int = 20
     feed_batch_s: float = 0.02  # at the tail, the pause before the next page: fewer, fuller pages
@@ -83,10 +84,12 @@ class EdgeSettings:
             link_secret=get("WAYPOST_LINK_SECRET").encode(),
             postcode_key=get("WAYPOST_POSTCODE_KEY").encode(),
             returns_url=env.get("WAYPOST_RETURNS_URL", ""),
+            operator_token=env.get("WAYPOST_OPERATOR_TOKEN", ""),
             lookup_rate=float(env.get("WAYPOST_LOOKUP_RATE", "120")),
             unlock_rate=float(env.get("WAYPOST_UNLOCK_RATE", "10")),
             timezone=env.get("WAYPOST_TIMEZONE", "UTC"),
             max_inflight=int(env.get("WAYPOST_MAX_INFLIGHT", "256")),
+            shed_target_s=float(env.get("WAYPOST_SHED_TARGET_MS", "5")) / 1000,
             feed_batch_s=float(env.get("WAYPOST_FEED_BATCH_S", "0.02")),
             allotments=env.get("WAYPOST_ALLOTMENTS", "1") not in ("0", "false", "off", "no"),
             allotment_horizon_s=float(env.get("WAYPOST_ALLOTMENT_HORIZON_S", "30")),

@@ -1,29 +1,55 @@
-"""Load shedding: answer 503 at once, with Retry-After, rather than let latency collapse.
+"""Load shedding that holds the tail: admit what can be answered fast, refuse the rest at once.
 
-An async server that is overloaded does not show it by requests in flight — a handler that
-never awaits finishes before the next starts — but by event-loop lag: how late a timer fires.
-`LoopLag` samples it; `ShedLoad` refuses new requests while the lag, or the number of requests
-in flight, is over its bound, and recovers by itself when it falls back. Probes and metrics are
-never shed.
+Under overload every request an event loop has accepted waits behind all the others: with L
+requests queued and λ answered a second, each waits L/λ (Little's law), however cheap the page.
+Refusing inside the app does not help — a refused request has already waited its turn and costs
+nearly what a cached page does. So the refusal happens where the request arrives, before it
+joins the queue: the server's protocol (`sync.server`) asks `Admission.admit` as each request's
+headers come in, and a refused one is answered a prepared 503 with `Retry-After` straight from
+the protocol — no task, no middleware, no page.
+
+`Admission` is an adaptive concurrency limit (in the spirit of Netflix's concurrency-limits and
+Envoy's adaptive concurrency filter): a limit on requests admitted and not yet answered, found by
+AIMD against a target queueing delay. `ShedLoad` (the app's outermost middleware) measures how
+long each admitted request waited between arriving and being run and reports it: a wait over
+`target_s` shrinks the limit by a tenth (at most once per `target_s`, so one slow batch counts
+once); a wait within it grows the limit by one per limit's worth of requests. At rest the limit
+sits well above what is queued and nothing is refused; under overload it settles where what is
+admitted waits about the target, and what the edge cannot serve is refused in microseconds.
+
+`ShedLoad` also keeps a cap on requests in flight (`max_inflight`: those awaiting the origin or a
+thread) and, for a request that still waited longer than `interval_s` (a sudden stall), refuses
+it too. Probes and metrics are never shed.
+
+`LoopLag` samples how late the loop runs a 10 ms timer: a gauge for operators.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sync.server import ARRIVED
+
 EXEMPT = ("/healthz", "/readyz", "/metrics")
+
+_SHED_BODY = b'{"error":"overloaded","detail":"the edge is shedding load; retry after 1 s"}'
+_SHED_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(_SHED_BODY)).encode()),
+    (b"retry-after", b"1"),
+    (b"cache-control", b"no-store"),
+]
 
 
 class LoopLag:
-    """An exponentially weighted estimate of how late the event loop runs a 10 ms timer,
-    and how many requests were shed because of it (or of too many in flight)."""
+    """An exponentially weighted estimate of how late the event loop runs a 10 ms timer."""
 
     def __init__(self, interval_s: float = 0.01) -> None:
         self.interval_s = interval_s
         self.lag_s = 0.0
-        self.shed = 0
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -34,40 +60,75 @@ class LoopLag:
             self.lag_s = 0.7 * self.lag_s + 0.3 * late
 
 
+class Admission:
+    """An adaptive limit on requests admitted and not yet answered (`sync.server.Admission`)."""
+
+    def __init__(
+        self,
+        *,
+        target_s: float = 0.005,
+        min_limit: int = 4,
+        max_limit: int = 1024,
+        initial: int = 256,
+    ) -> None:
+        assert 0 < min_limit <= initial <= max_limit, "min_limit <= initial <= max_limit"
+        self.target_s = target_s
+        self.min_limit = min_limit
+        self.max_limit = max_limit
+        self.limit = float(initial)
+        self.shed = 0  # refused by the limit, by the in-flight cap or after a stall
+        self._shrunk_at = 0.0
+
+    def admit(self, queued: int) -> bool:
+        if queued < self.limit:
+            return True
+        self.shed += 1
+        return False
+
+    def waited(self, seconds: float, now: float) -> None:
+        """An admitted request waited `seconds` between arriving and being run."""
+        if seconds > self.target_s:
+            if now - self._shrunk_at > self.target_s:
+                self.limit = max(self.min_limit, self.limit * 0.9)
+                self._shrunk_at = now
+        elif self.limit < self.max_limit:
+            self.limit = min(self.max_limit, self.limit + 1.0 / self.limit)
+
+
 class ShedLoad:
     def __init__(
         self,
         app: ASGIApp,
         *,
-        lag: LoopLag,
-        max_lag_s: float,
+        admission: Admission,
         max_inflight: int,
+        interval_s: float = 0.1,
     ) -> None:
         self.app = app
-        self.lag = lag
-        self.max_lag_s = max_lag_s
+        self.admission = admission
         self.max_inflight = max_inflight
+        self.interval_s = interval_s
         self.inflight = 0
+
+    def admit(self, scope: Scope) -> bool:
+        if self.inflight >= self.max_inflight:
+            return False
+        arrived: float | None = scope.get(ARRIVED)
+        if arrived is None:  # not served through sync.server (a test client): nothing to judge by
+            return True
+        now = time.perf_counter()
+        waited = now - arrived
+        self.admission.waited(waited, now)
+        return waited <= self.interval_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXEMPT:
             await self.app(scope, receive, send)
             return
-        if self.inflight >= self.max_inflight or self.lag.lag_s > self.max_lag_s:
-            self.lag.shed += 1
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 503,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"retry-after", b"1"),
-                        (b"cache-control", b"no-store"),
-                    ],
-                }
-            )
-            body = b'{"error":"overloaded","detail":"the edge is shedding load; retry after 1 s"}'
-            await send({"type": "http.response.body", "body": body})
+        if not self.admit(scope):
+            self.admission.shed += 1
+            await send({"type": "http.response.start", "status": 503, "headers": list(_SHED_HEADERS)})
+            await send({"type": "http.response.body", "body": _SHED_BODY})
             return
         self.inflight += 1
         try:

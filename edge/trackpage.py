@@ -10,7 +10,7 @@ throughput of a bare Starlette endpoint). So:
   segment>` straight to `TrackPage`; everything else goes on to the router as before: other
   methods (405), more segments (404), a trailing slash (307 to the page). Being inside the
   middleware stack, the page is still shed under load (503 + Retry-After), and an exception
-  still becomes a clean 500 from `ServerErrorMiddleware`.
+  still becomes a JSON 500 with its request id from `RequestGuard` (sync/guard.py).
 - `TrackPage` reads the three headers it needs in one pass over `scope["headers"]`, parses the
   query string only when there is one, and sends the cached page with its prepared header
   bytes. It is also the router's endpoint for the same path (which serves it when the edge is

@@ -92,20 +92,20 @@ def main(argv: list[str] | None = None) -> int:
         print()
         return 0
     if args.command == "serve":
-        import uvicorn
-
         from origin.app import create_app
         from origin.settings import OriginSettings
+        from sync import server
 
         settings = OriginSettings.from_env(
             insecure_dev=args.insecure_dev, data_dir=args.data, store_url=args.store, freeze_heap=True
         )
         if args.insecure_dev:
             print("origin: --insecure-dev: running with throwaway secrets", file=sys.stderr)
-        uvicorn.run(
+        server.run(
             create_app(settings),
             host=args.host,
             port=args.port,
+            options=server.ServerOptions.from_env(),
             log_level=args.log_level,
             access_log=False,
         )

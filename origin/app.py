@@ -15,6 +15,7 @@ from anyio import to_thread
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -22,13 +23,14 @@ from starlette.routing import Route
 from origin import copurchase, feed, idempotency, ledger_routes, links, registry, shipments
 from origin.aggregators import aftership_webhook, easypost_webhook
 from origin.aggregators.ingest import AggregatorMetrics
-from origin.errors import Unauthorized, WaypostError
+from origin.errors import TooLarge, Unauthorized, WaypostError
 from origin.http import decode_json, json_response, read_body, require
 from origin.ingest import GroupCommit
 from origin.orders import PrivacyKeys
 from origin.settings import OriginSettings
 from origin.signatures import TOLERANCE_S, verify
 from origin.store import Store, open_store
+from sync.guard import NO_ROUTE_HANDLERS, RequestGuard, operator_refusal
 
 log = logging.getLogger("waypost.origin")
 
@@ -88,17 +90,20 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
+    if (refusal := operator_refusal(request, request.app.state.settings.operator_token)) is not None:
+        return refusal
     m: Metrics = request.app.state.metrics
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def waypost_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, WaypostError)
-    return json_response(exc.body(), exc.status)
+    response = json_response(exc.body(), exc.status)
+    if isinstance(exc, TooLarge):  # refused unread: close rather than read the rest
+        response.headers["Connection"] = "close"
+    return response
 
 
-async def not_found(request: Request, exc: Exception) -> Response:
-    return json_response({"error": "not_found", "detail": f"no route for {request.url.path}"}, 404)
 
 
 async def housekeeping(store: Store, interval_s: float) -> None:
@@ -210,6 +215,7 @@ def create_app(settings: OriginSettings, store: Store | None = None) -> Starlett
     ]
     return Starlette(
         routes=routes,
+        middleware=[Middleware(RequestGuard, logger=log)],
         lifespan=lifespan,
-        exception_handlers={WaypostError: waypost_error, 404: not_found},
+        exception_handlers={WaypostError: waypost_error, **NO_ROUTE_HANDLERS},
     )

@@ -32,6 +32,7 @@ class OriginSettings:
     link_secret: bytes = b""
     pii_key: bytes = b""
     postcode_key: bytes = b""
+    operator_token: str = ""  # when set, /metrics needs it (bearer)
     public_url: str = ""  # where shoppers open tracking pages; links are relative without it
     easypost_secret: str = ""
     aftership_secret: str = ""
@@ -72,6 +73,7 @@ class OriginSettings:
             pii_key=get("WAYPOST_PII_KEY").encode(),
             postcode_key=get("WAYPOST_POSTCODE_KEY").encode(),
             public_url=env.get("WAYPOST_PUBLIC_URL", "").rstrip("/"),
+            operator_token=env.get("WAYPOST_OPERATOR_TOKEN", ""),
             easypost_secret=env.get("WAYPOST_EASYPOST_SECRET", ""),
             aftership_secret=env.get("WAYPOST_AFTERSHIP_SECRET", ""),
         )

@@ -33,6 +33,8 @@ from origin.seed import seed_world
 from origin.settings import OriginSettings
 from origin.signatures import sign
 from origin.store import Store, open_store
+from sync.server import ServerOptions
+from sync.server import config as server_config
 
 WEBHOOK_KEY = b"test-webhook-secret-0123456789ab"
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(WEBHOOK_KEY).decode()
@@ -63,13 +65,16 @@ class Clock:
 class ServerThread:
     """A uvicorn server for `app` on a free loopback port, in a thread."""
 
-    def __init__(self, app: Starlette) -> None:
+    def __init__(self, app: Starlette, options: ServerOptions | None = None) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", ws="none", lifespan="on", access_log=False)
+        options = options or ServerOptions()
+        config = server_config(
+            app, host="127.0.0.1", port=self.port, options=options, log_level="warning", access_log=False
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
@@ -304,9 +309,15 @@ def start_edge(tmp_path: Path, clock: Clock) -> Iterator[Callable[..., Edge]]:
     """Start an edge (as many as a test needs); each is stopped at the end of the test."""
     stack: list[tuple[ServerThread, httpx.Client]] = []
 
-    def start(origin_url: str, region: str = "north", name: str = "edge", **overrides: Any) -> Edge:
+    def start(
+        origin_url: str,
+        region: str = "north",
+        name: str = "edge",
+        server_options: ServerOptions | None = None,
+        **overrides: Any,
+    ) -> Edge:
         settings = edge_settings(origin_url, region, tmp_path / name, clock, **overrides)
-        server = ServerThread(create_edge(settings)).__enter__()
+        server = ServerThread(create_edge(settings), server_options).__enter__()
         http = httpx.Client(base_url=server.url, timeout=30)
         stack.append((server, http))
         wait_until(lambda: http.get("/readyz").status_code == 200, what="edge ready")

@@ -120,7 +120,10 @@ def test_an_overloaded_edge_sheds_the_page_with_503_and_retry_after(
 
 
 def test_an_unexpected_error_is_a_clean_500_and_the_edge_keeps_serving(
-    origin: Origin, start_edge: Callable[..., Edge], monkeypatch: pytest.MonkeyPatch
+    origin: Origin,
+    start_edge: Callable[..., Edge],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     edge = start_edge(origin.url)
     tn = shipment_in(origin).tracking_number
@@ -131,7 +134,11 @@ def test_an_unexpected_error_is_a_clean_500_and_the_edge_keeps_serving(
 
     monkeypatch.setattr(pages, "track_html", broken)
     with httpx.Client(base_url=edge.url, timeout=5) as client:
-        r = client.get(f"/track/{tn}")
-        assert r.status_code == 500 and r.text == "Internal Server Error"
+        r = client.get(f"/track/{tn}", headers={"X-Request-ID": "probe-42"})
+    # JSON like every other error, with the id the log line carries (and the client sent).
+    assert r.status_code == 500 and r.headers["x-request-id"] == "probe-42"
+    assert r.json() == {"error": "internal", "detail": r.json()["detail"], "request_id": "probe-42"}
+    logged = [rec for rec in caplog.records if "probe-42" in rec.getMessage()]
+    assert logged and logged[0].exc_info and "a bug in rendering" in str(logged[0].exc_info[1])
     monkeypatch.undo()
     assert edge.http.get(f"/track/{tn}").status_code == 200
