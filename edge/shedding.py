@@ -12,10 +12,14 @@ the protocol — no task, no middleware, no page.
 Envoy's adaptive concurrency filter): a limit on requests admitted and not yet answered, found by
 AIMD against a target queueing delay. `ShedLoad` (the app's outermost middleware) measures how
 long each admitted request waited between arriving and being run and reports it: a wait over
-`target_s` shrinks the limit by a tenth (at most once per `target_s`, so one slow batch counts
-once); a wait within it grows the limit by one per limit's worth of requests. At rest the limit
-sits well above what is queued and nothing is refused; under overload it settles where what is
-admitted waits about the target, and what the edge cannot serve is refused in microseconds.
+`target_s` more than the least wait seen lately shrinks the limit by a tenth (at most once per
+`target_s`, so one slow batch counts once); a wait within it grows the limit by one per limit's
+worth of requests. The least wait lately is the floor no limit can remove — at rest about
+nothing; under a flood of clients that resend at once, the time the loop spends reading and
+refusing the rest of its round — so the limit bounds what admitting adds on top of it instead of
+collapsing to its minimum chasing a wait it cannot cut. At rest the limit sits well above what is
+queued and nothing is refused; under overload it settles where what is admitted waits about the
+target over that floor, and what the edge cannot serve is refused in microseconds.
 
 `ShedLoad` also keeps a cap on requests in flight (`max_inflight`: those awaiting the origin or a
 thread) and, for a request that still waited longer than `interval_s` (a sudden stall), refuses
@@ -78,6 +82,11 @@ class Admission:
         self.limit = float(initial)
         self.shed = 0  # refused by the limit, by the in-flight cap or after a stall
         self._shrunk_at = 0.0
+        # The least wait seen in this second and the last: what every request waits however few
+        # are admitted (under a flood, reading and refusing the rest of the loop's round).
+        self._window_at = 0.0
+        self._window_min = float("inf")
+        self._last_min = float("inf")
 
     def admit(self, queued: int) -> bool:
         if queued < self.limit:
@@ -85,9 +94,20 @@ class Admission:
         self.shed += 1
         return False
 
+    @property
+    def floor_s(self) -> float:
+        """The wait no limit can take away: the least seen lately (0 before any)."""
+        least = min(self._window_min, self._last_min)
+        return 0.0 if least == float("inf") else least
+
     def waited(self, seconds: float, now: float) -> None:
         """An admitted request waited `seconds` between arriving and being run."""
-        if seconds > self.target_s:
+        if now - self._window_at >= 1.0:
+            self._window_at, self._last_min, self._window_min = now, self._window_min, seconds
+        elif seconds < self._window_min:
+            self._window_min = seconds
+        # Only the wait that admitting more adds counts against the target.
+        if seconds > self.floor_s + self.target_s:
             if now - self._shrunk_at > self.target_s:
                 self.limit = max(self.min_limit, self.limit * 0.9)
                 self._shrunk_at = now
