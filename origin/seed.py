@@ -14,7 +14,7 @@ import msgspec
 
 from models.world import Order as WorldOrder
 from models.world import World
-from origin import copurchase, ledger, registry
+from origin import copurchase, ledger, registry, rescrub
 from origin.orders import (
     Address,
     Customer,
@@ -131,6 +131,7 @@ def seed_world(store: Store, world: World, keys: PrivacyKeys | None = None) -> d
     opening balance (one `receive` per site and sku); history is not replayed through the ledger.
     """
     with store.transaction() as tx:
+        rescrub.mark_fresh_store(tx)
         for region in world.regions:
             tx.execute(
                 "INSERT INTO region (name, lat, lon) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
