@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from origin import copurchase, feed, idempotency, ledger_routes, links, registry, shipments
+from origin import copurchase, feed, idempotency, ledger_routes, links, registry, rescrub, shipments
 from origin.aggregators import aftership_webhook, easypost_webhook
 from origin.aggregators.ingest import AggregatorMetrics
 from origin.errors import TooLarge, Unauthorized, WaypostError
@@ -151,6 +151,14 @@ async def refresh_copurchase(store: Store, settings: OriginSettings) -> None:
             log.exception("co-purchase refresh failed")
 
 
+async def rescrub_stored(store: Store) -> None:
+    """Once per sanitizer version: scrub what was stored before it (`origin.rescrub`)."""
+    try:
+        await to_thread.run_sync(rescrub.rescrub, store)
+    except Exception:  # the next start tries again; new events are scrubbed meanwhile
+        log.exception("re-scrubbing stored events failed")
+
+
 async def expire_holds(store: Store, interval_s: float) -> None:
     """Expire holds whose time (on the injected clock) is up; exactly once, whoever runs it."""
     while True:
@@ -187,6 +195,7 @@ def create_app(settings: OriginSettings, store: Store | None = None) -> Starlett
             asyncio.create_task(expire_holds(app.state.store, settings.expiry_interval_s)),
             asyncio.create_task(compact_periodically(app.state.store, settings)),
             asyncio.create_task(refresh_copurchase(app.state.store, settings)),
+            asyncio.create_task(rescrub_stored(app.state.store)),
         ]
         try:
             yield

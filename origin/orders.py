@@ -21,6 +21,7 @@ import msgspec
 
 from origin.errors import Conflict, InvalidInput
 from origin.ledger import check_lines
+from origin.sanitize import Known
 from origin.store import Tx
 from sync.entities import ChangeKinds, Line, Order, encode_entity, region_bucket
 from sync.inbound import normalize_times
@@ -74,6 +75,7 @@ class Private(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _private_encoder = msgspec.msgpack.Encoder()
+_private_decoder = msgspec.msgpack.Decoder(Private)
 _lines_encoder = msgspec.msgpack.Encoder()
 
 
@@ -187,3 +189,21 @@ def order_lines(tx: Tx, order_id: str) -> tuple[str, list[Line]] | None:
     if row is None:
         return None
     return str(row[0]), msgspec.msgpack.decode(bytes(row[1]), type=list[Line])
+
+
+def known_address(private: Private) -> Known | None:
+    """What of an order's address the sanitizer masks in its carrier text."""
+    addresses = [private.destination.street]
+    postcodes = [private.destination.postcode]
+    if private.customer.address is not None:
+        addresses.append(private.customer.address.street)
+        postcodes.append(private.customer.address.postcode)
+    return Known.of(addresses, postcodes)
+
+
+def order_address(tx: Tx, order_id: str) -> Known | None:
+    """The order's own address for the sanitizer, or None (no such order, or no address)."""
+    row = tx.one("SELECT pii FROM customer_order WHERE order_id = ?", (order_id,))
+    if row is None:
+        return None
+    return known_address(_private_decoder.decode(bytes(row[0])))

@@ -14,7 +14,7 @@ import msgspec
 
 from models.world import Order as WorldOrder
 from models.world import World
-from origin import copurchase, ledger, registry
+from origin import copurchase, ledger, registry, rescrub
 from origin.orders import (
     Address,
     Customer,
@@ -25,7 +25,8 @@ from origin.orders import (
     prepare_order,
     save_order,
 )
-from origin.sanitize import scrub_text
+from origin.sanitize import Known
+from origin.shipments import sanitized_events
 from origin.store import Store, Tx
 from sync.entities import (
     GLOBAL_BUCKET,
@@ -51,9 +52,10 @@ def _meta_int(tx: Tx, key: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _sanitized(s: Shipment) -> Shipment:
-    events = [msgspec.structs.replace(e, message=scrub_text(e.message)) for e in s.events]
-    return msgspec.structs.replace(s, events=events)
+def _sanitized(s: Shipment, o: WorldOrder) -> Shipment:
+    """The simulated timeline through the one sanitizer, with its order's address known."""
+    known = Known.of([o.customer.street], [o.customer.postcode, o.destination.postcode])
+    return msgspec.structs.replace(s, events=sanitized_events(s, known))
 
 
 def store_order(o: WorldOrder) -> NewOrder:
@@ -97,7 +99,7 @@ def _generate(chunk: tuple[int, int]) -> tuple[int, list[Row]]:
     for s, o in pairs:
         order = None if keys is None else prepare_order(store_order(o), o.region, keys, now)
         rows.append(
-            (region_bucket(regions[s.site_id]), s.tracking_number, encode_entity(_sanitized(s)), order)
+            (region_bucket(regions[s.site_id]), s.tracking_number, encode_entity(_sanitized(s, o)), order)
         )
     return stop, rows
 
@@ -129,6 +131,7 @@ def seed_world(store: Store, world: World, keys: PrivacyKeys | None = None) -> d
     opening balance (one `receive` per site and sku); history is not replayed through the ledger.
     """
     with store.transaction() as tx:
+        rescrub.mark_fresh_store(tx)
         for region in world.regions:
             tx.execute(
                 "INSERT INTO region (name, lat, lon) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",

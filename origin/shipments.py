@@ -12,7 +12,8 @@ from typing import Annotated
 
 import msgspec
 
-from origin.sanitize import scrub_text
+from origin.orders import order_address
+from origin.sanitize import Known, scrub_location, scrub_text
 from origin.store import Tx
 from sync.entities import (
     ChangeKinds,
@@ -61,8 +62,22 @@ def utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def sanitized(ev: TrackingEvent) -> TrackingEvent:
-    return msgspec.structs.replace(ev, message=scrub_text(ev.message), location=scrub_text(ev.location))
+def sanitized(ev: TrackingEvent, known: Known | None = None) -> TrackingEvent:
+    """The event with personal data masked: `known` is its order's address, when known."""
+    message, location = scrub_text(ev.message, known), scrub_location(ev.location, known)
+    if message == ev.message and location == ev.location:
+        return ev
+    return msgspec.structs.replace(ev, message=message, location=location)
+
+
+def sanitized_events(shipment: Shipment, known: Known | None) -> list[ShipmentEvent]:
+    """A stored timeline through today's sanitizer (what `origin.rescrub` rewrites)."""
+    return [
+        msgspec.structs.replace(
+            e, message=scrub_text(e.message, known), location=scrub_location(e.location, known)
+        )
+        for e in shipment.events
+    ]
 
 
 def merge_event(shipment: Shipment, ev: TrackingEvent, received_at: datetime) -> Shipment | None:
@@ -103,11 +118,14 @@ def seen_webhook(tx: Tx, webhook_id: str) -> bool:
 
 
 def ingest_event(tx: Tx, ev: TrackingEvent) -> str:
-    """Apply one sanitized event: "applied", "duplicate" or "parked"."""
-    ev = sanitized(ev)
+    """Apply one event, sanitized: "applied", "duplicate" or "parked".
+
+    A parked event has no order yet, so only the generic patterns mask it; registration
+    sanitizes it again with the order's address before it joins the timeline."""
     found = tx.get(ChangeKinds.SHIPMENT, ev.tracking_number, for_update=True)
     received = utc(tx.now)
     if found is None:
+        ev = sanitized(ev)
         tx.execute(
             "INSERT INTO parked_event (tracking_number, carrier, event, received_at) VALUES (?, ?, ?, ?)",
             (
@@ -119,7 +137,9 @@ def ingest_event(tx: Tx, ev: TrackingEvent) -> str:
         )
         return "parked"
     bucket, body = found
-    merged = merge_event(decode_entity(ChangeKinds.SHIPMENT, body), ev, received)
+    shipment = decode_entity(ChangeKinds.SHIPMENT, body)
+    ev = sanitized(ev, order_address(tx, shipment.order_id))
+    merged = merge_event(shipment, ev, received)
     if merged is None:
         return "duplicate"
     tx.put(bucket, ChangeKinds.SHIPMENT, ev.tracking_number, encode_entity(merged))
@@ -151,9 +171,10 @@ def register_shipment(
         "SELECT event FROM parked_event WHERE tracking_number = ? AND received_at >= ? ORDER BY received_at",
         (tracking_number, cutoff),
     ).fetchall()
+    known = order_address(tx, order_id) if rows else None
     for (blob,) in rows:
         parked = _parked_decoder.decode(bytes(blob))
-        merged = merge_event(shipment, parked.event, parked.received_at)
+        merged = merge_event(shipment, sanitized(parked.event, known), parked.received_at)
         if merged is not None:
             shipment = merged
     tx.execute("DELETE FROM parked_event WHERE tracking_number = ?", (tracking_number,))
