@@ -145,7 +145,13 @@ def _connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connectio
         path, isolation_level=None, check_same_thread=check_same_thread, timeout=BUSY_TIMEOUT_MS / 1000
     )
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    # The system of record: a commit is acknowledged only once its WAL frames are synced, so it
+    # survives power loss, not just a killed process (NORMAL syncs only at checkpoints). Writes
+    # that carry load share that sync through group commit (origin/ingest.py); docs/durability.md.
+    conn.execute("PRAGMA synchronous=FULL")
+    # Overwrite what an update or delete frees (an erased record, a re-sealed row) where that
+    # costs no extra I/O, rather than leave it in free space within pages.
+    conn.execute("PRAGMA secure_delete=FAST")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA cache_size=-65536")
     return conn
