@@ -75,7 +75,7 @@ async def create_order(request: Request) -> Response:
     order = decode_json(body, orders.NewOrder)
 
     def work(tx: Tx) -> tuple[int, Any]:
-        keys = orders.PrivacyKeys(settings.pii_key, settings.postcode_key)
+        keys = settings.privacy_keys()
         public = orders.create_order(tx, order, keys)
         return 201, msgspec.to_builtins(public)
 

@@ -4,8 +4,9 @@ What leaves the origin (the `order` entity): a pseudonymous customer ref (HMAC w
 `WAYPOST_PII_KEY`, which never leaves), the city, the postcode district, `postcode_hmac` (HMAC
 of the normalized full postcode with `WAYPOST_POSTCODE_KEY`, which edges share so they can check
 a postcode a shopper types without ever holding it), coordinates rounded to about 1 km, lines
-and the time placed. Names, e-mails, phones, street addresses and full postcodes stay in the
-origin-only `customer_order` table.
+and the time placed. Names, e-mails, phones, street addresses, full postcodes and exact
+coordinates stay in the origin-only `customer_order` table, each field sealed under
+`WAYPOST_PII_ENCRYPTION_KEYS` (`origin.pii`), so a copy of the database holds none of them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Annotated
 
 import msgspec
 
+from origin import pii
 from origin.errors import Conflict, InvalidInput
 from origin.ledger import check_lines
 from origin.store import Tx
@@ -69,7 +71,41 @@ class Private(msgspec.Struct, frozen=True, kw_only=True):
     destination: Destination
 
 
-_private_encoder = msgspec.msgpack.Encoder()
+def private_fields(p: Private) -> pii.Fields:
+    """The record as path → value, the unit `origin.pii` seals (and erasure removes) one by one."""
+    c, d, a = p.customer, p.destination, p.customer.address or Address()
+    return {
+        "customer.customer_id": c.customer_id,
+        "customer.name": c.name,
+        "customer.email": c.email,
+        "customer.phone": c.phone,
+        "customer.address.street": a.street,
+        "customer.address.postcode": a.postcode,
+        "customer.address.city": a.city,
+        "customer.address.country": a.country,
+        "destination.lat": d.lat,
+        "destination.lon": d.lon,
+        "destination.street": d.street,
+        "destination.postcode": d.postcode,
+        "destination.city": d.city,
+        "destination.country": d.country,
+    }
+
+
+def customer_from_fields(fields: pii.Fields) -> Customer:
+    """The customer part of opened fields (erased fields read as empty)."""
+
+    def text(path: str) -> str:
+        return str(fields.get(path, ""))
+
+    return Customer(
+        customer_id=text("customer.customer_id"),
+        name=text("customer.name"),
+        email=text("customer.email"),
+        phone=text("customer.phone"),
+    )
+
+
 _lines_encoder = msgspec.msgpack.Encoder()
 
 
@@ -115,6 +151,7 @@ def region_for(tx: Tx, lat: float, lon: float) -> str:
 class PrivacyKeys:
     pii_key: bytes  # keys customer refs; never leaves the origin
     postcode_key: bytes  # keys postcode_hmac; edges share it
+    keyring: pii.Keyring  # seals personal data at rest; never leaves the origin
 
 
 def create_order(tx: Tx, order: NewOrder, keys: PrivacyKeys) -> Order:
@@ -153,7 +190,11 @@ def prepare_order(order: NewOrder, region: str, keys: PrivacyKeys, now: float) -
     return PreparedOrder(
         order_id=order.order_id,
         region=region,
-        pii=_private_encoder.encode(Private(customer=order.customer, destination=order.destination)),
+        pii=pii.seal(
+            keys.keyring,
+            order.order_id,
+            private_fields(Private(customer=order.customer, destination=order.destination)),
+        ),
         lines=_lines_encoder.encode(order.lines),
         placed_at=placed.timestamp(),
         public=public,
@@ -162,9 +203,9 @@ def prepare_order(order: NewOrder, region: str, keys: PrivacyKeys, now: float) -
 
 def save_order(tx: Tx, p: PreparedOrder) -> Order:
     cur = tx.execute(
-        "INSERT INTO customer_order (order_id, region, pii, lines, placed_at) VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT (order_id) DO NOTHING",
-        (p.order_id, p.region, p.pii, p.lines, p.placed_at),
+        "INSERT INTO customer_order (order_id, region, pii, lines, placed_at, customer_ref)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
+        (p.order_id, p.region, p.pii, p.lines, p.placed_at, p.public.customer_ref),
     )
     if cur.rowcount == 0:
         raise Conflict(f"order_id {p.order_id!r} exists already", code="order_exists")

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import msgspec
 
+from origin import retention
 from origin.sanitize import scrub_text
 from origin.store import Tx
 from sync.entities import (
@@ -115,9 +116,11 @@ def ingest_event(tx: Tx, ev: TrackingEvent) -> str:
         )
         return "parked"
     bucket, body = found
-    merged = merge_event(decode_entity(ChangeKinds.SHIPMENT, body), ev, received)
+    current = decode_entity(ChangeKinds.SHIPMENT, body)
+    merged = merge_event(current, ev, received)
     if merged is None:
         return "duplicate"
+    retention.status_changed(tx, current, merged)
     tx.put(bucket, ChangeKinds.SHIPMENT, ev.tracking_number, encode_entity(merged))
     return "applied"
 
@@ -153,6 +156,7 @@ def register_shipment(
         if merged is not None:
             shipment = merged
     tx.execute("DELETE FROM parked_event WHERE tracking_number = ?", (tracking_number,))
+    retention.track(tx, shipment)
     tx.put(region_bucket(region), ChangeKinds.SHIPMENT, tracking_number, encode_entity(shipment))
     return shipment
 
