@@ -46,6 +46,7 @@ KEY_BYTES = 32
 KID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 Value = str | float
 Fields = dict[str, Value]
+_URLSAFE = str.maketrans("-_", "+/")
 
 
 class Sealed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -89,7 +90,8 @@ class Keyring:
             if not sep or not KID.match(kid):
                 raise ValueError(f"{name}: entry {n} is not <kid>:<base64url key> (kid: A-Z a-z 0-9 _ -)")
             try:
-                raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+                padded = encoded + "=" * (-len(encoded) % 4)
+                raw = base64.b64decode(padded.translate(_URLSAFE), validate=True)
             except (binascii.Error, ValueError):
                 raise ValueError(f"{name}: key {kid!r} is not base64url") from None
             if len(raw) != KEY_BYTES:
