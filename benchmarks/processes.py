@@ -28,6 +28,8 @@ from typing import Any
 import httpx
 import psutil
 
+from origin.pii import new_key
+
 HOST = "127.0.0.1"
 PR_SET_PDEATHSIG = 1
 
@@ -78,6 +80,7 @@ def bench_env(**extra: str) -> dict[str, str]:
             "WAYPOST_ADMIN_TOKEN": secrets.token_urlsafe(18),
             "WAYPOST_LINK_SECRET": secrets.token_urlsafe(24),
             "WAYPOST_PII_KEY": secrets.token_urlsafe(24),
+            "WAYPOST_PII_ENCRYPTION_KEYS": new_key("bench"),
             "WAYPOST_POSTCODE_KEY": secrets.token_urlsafe(24),
             "WAYPOST_STORE_TOKEN": secrets.token_urlsafe(18),
             # All load comes from one loopback client: per-client limits would measure themselves.

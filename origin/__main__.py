@@ -11,6 +11,7 @@ from pathlib import Path
 
 from models.world import World, WorldSpec, world_now
 from origin.orders import PrivacyKeys
+from origin.pii import Keyring
 
 
 def _store_args(p: argparse.ArgumentParser) -> None:
@@ -20,17 +21,29 @@ def _store_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+PRIVACY = ("WAYPOST_PII_KEY", "WAYPOST_POSTCODE_KEY", "WAYPOST_PII_ENCRYPTION_KEYS")
+
+
 def privacy_keys() -> PrivacyKeys | None:
     """The keys seeding needs to record orders; without them it seeds shipments only."""
-    pii, postcode = os.environ.get("WAYPOST_PII_KEY"), os.environ.get("WAYPOST_POSTCODE_KEY")
-    if pii and postcode:
-        return PrivacyKeys(pii.encode(), postcode.encode())
+    pii, postcode, sealing = (os.environ.get(name) for name in PRIVACY)
+    if pii and postcode and sealing:
+        return PrivacyKeys(pii.encode(), postcode.encode(), keyring(sealing))
     print(
-        "origin seed: WAYPOST_PII_KEY and WAYPOST_POSTCODE_KEY are not set: seeding shipments without"
-        " their orders (shoppers will not be able to unlock order details)",
+        f"origin seed: {', '.join(n for n in PRIVACY if not os.environ.get(n))} not set: seeding"
+        " shipments without their orders (shoppers will not be able to unlock order details)",
         file=sys.stderr,
     )
     return None
+
+
+def keyring(text: str | None) -> Keyring:
+    if not text:
+        raise SystemExit("origin: set WAYPOST_PII_ENCRYPTION_KEYS (see .env.example)")
+    try:
+        return Keyring.parse(text)
+    except ValueError as exc:
+        raise SystemExit(f"origin: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     restore = sub.add_parser("restore", help="restore a backup (stop the origin first); writes a new epoch")
     _store_args(restore)
     restore.add_argument("src", type=Path)
+
+    rekey = sub.add_parser(
+        "rekey", help="re-seal personal data under the newest WAYPOST_PII_ENCRYPTION_KEYS key (resumable)"
+    )
+    _store_args(rekey)
+    rekey.add_argument("--batch", type=int, default=500, help="orders per transaction")
 
     link = sub.add_parser("link", help="print a signed tracking link (as POST /v1/links does)")
     link.add_argument("tracking_number")
@@ -126,6 +145,21 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"restored": str(args.src), "epoch": epoch}))
         finally:
             store.close()
+        return 0
+    if args.command == "rekey":
+        from origin.errors import KeyUnavailable
+        from origin.pii import rekey as rekey_store
+        from origin.store import open_store
+
+        ring = keyring(os.environ.get("WAYPOST_PII_ENCRYPTION_KEYS"))
+        store = open_store(args.store, args.data, time.time)
+        try:
+            report = rekey_store(store, ring, batch=args.batch)
+        except KeyUnavailable as exc:
+            raise SystemExit(f"origin rekey: {exc.detail}") from None
+        finally:
+            store.close()
+        print(json.dumps({**report.as_dict(), "key": ring.newest.kid}))
         return 0
     if args.command == "link":
         from origin.links import tracking_link

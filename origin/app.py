@@ -20,13 +20,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from origin import copurchase, feed, idempotency, ledger_routes, links, registry, rescrub, shipments
+from origin import (
+    copurchase,
+    feed,
+    idempotency,
+    ledger_routes,
+    links,
+    pii,
+    registry,
+    rescrub,
+    retention,
+    shipments,
+)
 from origin.aggregators import aftership_webhook, easypost_webhook
 from origin.aggregators.ingest import AggregatorMetrics
 from origin.errors import TooLarge, Unauthorized, WaypostError
 from origin.http import decode_json, json_response, read_body, require
 from origin.ingest import GroupCommit
-from origin.orders import PrivacyKeys
 from origin.settings import OriginSettings
 from origin.signatures import TOLERANCE_S, verify
 from origin.store import Store, open_store
@@ -106,16 +116,20 @@ async def waypost_error(request: Request, exc: Exception) -> Response:
 
 
 
-async def housekeeping(store: Store, interval_s: float) -> None:
-    """Forget webhook ids that can no longer be replayed, stale parked events, old idempotency keys."""
+async def housekeeping(store: Store, settings: OriginSettings) -> None:
+    """Forget webhook ids that can no longer be replayed, stale parked events, old idempotency keys;
+    erase the personal data of orders settled longer ago than the retention setting."""
     while True:
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(settings.housekeeping_interval_s)
 
         def sweep() -> None:
             with store.transaction() as tx:
                 shipments.forget_webhook_ids(tx, timedelta(seconds=2 * TOLERANCE_S))
                 shipments.drop_stale_parked(tx)
                 idempotency.forget_old(tx)
+            erased = retention.erase_due(store, settings.pii_retain_days)
+            if erased:
+                log.info("erased the personal data of %s settled orders", erased)
 
         try:
             await to_thread.run_sync(sweep)
@@ -137,7 +151,7 @@ async def compact_periodically(store: Store, settings: OriginSettings) -> None:
 
 async def refresh_copurchase(store: Store, settings: OriginSettings) -> None:
     """Recompute the co-purchase table from recent orders on a schedule."""
-    keys = PrivacyKeys(settings.pii_key, settings.postcode_key)
+    keys = settings.privacy_keys()
     while True:
         await asyncio.sleep(settings.copurchase_interval_s)
 
@@ -151,10 +165,10 @@ async def refresh_copurchase(store: Store, settings: OriginSettings) -> None:
             log.exception("co-purchase refresh failed")
 
 
-async def rescrub_stored(store: Store) -> None:
+async def rescrub_stored(store: Store, settings: OriginSettings) -> None:
     """Once per sanitizer version: scrub what was stored before it (`origin.rescrub`)."""
     try:
-        await to_thread.run_sync(rescrub.rescrub, store)
+        await to_thread.run_sync(rescrub.rescrub, store, settings.pii_keyring)
     except Exception:  # the next start tries again; new events are scrubbed meanwhile
         log.exception("re-scrubbing stored events failed")
 
@@ -171,6 +185,9 @@ async def expire_holds(store: Store, interval_s: float) -> None:
 
 
 def create_app(settings: OriginSettings, store: Store | None = None) -> Starlette:
+    keyring = settings.pii_keyring
+    assert keyring is not None, "the origin needs WAYPOST_PII_ENCRYPTION_KEYS (OriginSettings.from_env)"
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.settings = settings
@@ -178,12 +195,13 @@ def create_app(settings: OriginSettings, store: Store | None = None) -> Starlett
             open_store, settings.store_url, settings.data_dir, settings.clock
         )
         app.state.epoch = app.state.store.epoch()
+        await to_thread.run_sync(pii.check_keys, app.state.store, keyring)
         app.state.metrics = Metrics()
         watch = feed.HeadWatch()
         watch.bind(asyncio.get_running_loop())
         app.state.watch = watch
         app.state.store.on_commit(watch.committed)
-        app.state.writer = GroupCommit(app.state.store)
+        app.state.writer = GroupCommit(app.state.store, keyring=settings.pii_keyring)
         app.state.writer.start()
         if settings.freeze_heap:
             # What startup made lives as long as the process: keep full collections from
@@ -191,11 +209,11 @@ def create_app(settings: OriginSettings, store: Store | None = None) -> Starlett
             gc.collect()
             gc.freeze()
         tasks = [
-            asyncio.create_task(housekeeping(app.state.store, 60.0)),
+            asyncio.create_task(housekeeping(app.state.store, settings)),
             asyncio.create_task(expire_holds(app.state.store, settings.expiry_interval_s)),
             asyncio.create_task(compact_periodically(app.state.store, settings)),
             asyncio.create_task(refresh_copurchase(app.state.store, settings)),
-            asyncio.create_task(rescrub_stored(app.state.store)),
+            asyncio.create_task(rescrub_stored(app.state.store, settings)),
         ]
         try:
             yield
@@ -215,6 +233,7 @@ def create_app(settings: OriginSettings, store: Store | None = None) -> Starlett
         Route("/v1/webhooks/aftership", aftership_webhook, methods=["POST"]),
         *ledger_routes.routes,
         Route("/v1/links", links.create_link, methods=["POST"]),
+        Route("/v1/erasure", retention.erasure, methods=["POST"]),
         Route("/v1/models", registry.create_release, methods=["POST"]),
         Route("/v1/models/{sha256}", registry.fetch_blob),
         Route("/v1/sites", sites),
@@ -224,7 +243,7 @@ def create_app(settings: OriginSettings, store: Store | None = None) -> Starlett
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(RequestGuard, logger=log)],
+        middleware=[Middleware(RequestGuard, logger=log, refuse_nul=True)],
         lifespan=lifespan,
         exception_handlers={WaypostError: waypost_error, **NO_ROUTE_HANDLERS},
     )

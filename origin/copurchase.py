@@ -1,8 +1,10 @@
 """The co-purchase table, computed at the origin from order history and replicated in `global`.
 
 Item-to-item co-occurrence with popularity damping plus "bought X, then Y within N days"
-(`models.copurchase`). Customers are keyed by their pseudonymous ref, so the computation needs no
-personal data. It runs at seeding and on a schedule; unchanged rows produce no changes.
+(`models.copurchase`). Customers are keyed by their pseudonymous ref (the `customer_ref` column),
+so the computation opens no personal data — only a row from before that column, until
+`python -m origin rekey` fills it. It runs at seeding and on a schedule; unchanged rows produce
+no changes.
 """
 
 from __future__ import annotations
@@ -12,31 +14,31 @@ from datetime import UTC, datetime
 import msgspec
 
 from models.copurchase import Basket, copurchase_table
-from origin.orders import PrivacyKeys, Private, customer_ref
+from origin import pii
+from origin.orders import PrivacyKeys, customer_from_fields, customer_ref
 from origin.store import Tx
 from sync.entities import GLOBAL_BUCKET, ChangeKinds, CoPurchase, Line, Related, encode_entity
 
 WINDOW_DAYS = 90
 MAX_ORDERS = 200_000
 
-_private = msgspec.msgpack.Decoder(Private)
 _lines = msgspec.msgpack.Decoder(list[Line])
 
 
 def refresh(tx: Tx, keys: PrivacyKeys) -> int:
     """Recompute the table from the last WINDOW_DAYS of orders; return the rows written."""
     rows = tx.execute(
-        "SELECT pii, lines, placed_at FROM customer_order WHERE placed_at >= ?"
+        "SELECT order_id, customer_ref, lines, placed_at FROM customer_order WHERE placed_at >= ?"
         " ORDER BY placed_at DESC LIMIT ?",
         (tx.now - WINDOW_DAYS * 86400, MAX_ORDERS),
     ).fetchall()
     baskets = [
         Basket(
-            customer_ref(keys.pii_key, _private.decode(bytes(pii)).customer),
+            ref or _legacy_ref(tx, keys, order_id),
             datetime.fromtimestamp(placed_at, UTC),
             tuple(line.sku for line in _lines.decode(bytes(lines))),
         )
-        for pii, lines, placed_at in reversed(rows)
+        for order_id, ref, lines, placed_at in reversed(rows)
     ]
     table = copurchase_table(baskets)
     existing = {
@@ -51,3 +53,10 @@ def refresh(tx: Tx, keys: PrivacyKeys) -> int:
     for gone in existing - table.keys():
         tx.delete(GLOBAL_BUCKET, ChangeKinds.COPURCHASE, gone)
     return len(table)
+
+
+def _legacy_ref(tx: Tx, keys: PrivacyKeys, order_id: str) -> str:
+    row = tx.one("SELECT pii FROM customer_order WHERE order_id = ?", (order_id,))
+    assert row is not None
+    fields = pii.open_pii(keys.keyring, order_id, bytes(row[0]))
+    return customer_ref(keys.pii_key, customer_from_fields(fields))

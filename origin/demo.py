@@ -21,6 +21,7 @@ import httpx
 from models.world import World, WorldSpec, world_now
 from origin.links import tracking_link
 from origin.orders import PrivacyKeys
+from origin.pii import Keyring
 from origin.seed import seed_world
 from origin.settings import OriginSettings, dev_secrets
 from origin.store import open_store
@@ -64,7 +65,11 @@ def run_demo(data: Path | None, port: int, shipments: int) -> int:
     world = World(WorldSpec(shipments=shipments), world_now(time.time()))
     store = open_store(None, root / "origin", time.time)
     try:
-        keys = PrivacyKeys(env["WAYPOST_PII_KEY"].encode(), env["WAYPOST_POSTCODE_KEY"].encode())
+        keys = PrivacyKeys(
+            env["WAYPOST_PII_KEY"].encode(),
+            env["WAYPOST_POSTCODE_KEY"].encode(),
+            Keyring.parse(env["WAYPOST_PII_ENCRYPTION_KEYS"]),
+        )
         summary = seed_world(store, world, keys)
     finally:
         store.close()

@@ -7,7 +7,9 @@ WaypostError
 ├── Conflict            409: the request is well formed but the state refuses it
 │   └── Resync          409: a feed reader must re-bootstrap the bucket
 ├── Unprocessable       422: e.g. an idempotency key reused with another body
-└── TooLarge            413
+├── TooLarge            413
+└── NotConfigured       503: the origin lacks a setting the request needs
+    └── KeyUnavailable  503: personal data sealed with a key id the key ring lacks (or a wrong key)
 """
 
 from __future__ import annotations
@@ -67,3 +69,9 @@ class TooLarge(WaypostError):
 class NotConfigured(WaypostError):
     status = 503
     code = "not_configured"
+
+
+class KeyUnavailable(NotConfigured):
+    """`kid` names the key: the message says which order and field, never the key itself."""
+
+    code = "key_unavailable"

@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass
 
 from origin import shipments
+from origin.pii import Keyring
 from origin.store import Store
 
 log = logging.getLogger("waypost.origin.ingest")
@@ -32,8 +33,9 @@ class Item:
 
 
 class GroupCommit:
-    def __init__(self, store: Store, max_batch: int = 256) -> None:
+    def __init__(self, store: Store, max_batch: int = 256, keyring: Keyring | None = None) -> None:
         self.store = store
+        self.keyring = keyring  # opens orders' addresses for the sanitizer
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="webhook writer", daemon=True)
@@ -82,7 +84,7 @@ class GroupCommit:
                             if shipments.seen_webhook(tx, item.webhook_id):
                                 item.outcome = "replay"
                             else:
-                                item.outcome = shipments.ingest_event(tx, item.event)
+                                item.outcome = shipments.ingest_event(tx, item.event, self.keyring)
                     except Exception as exc:  # this event alone fails; the batch goes on
                         item.error = exc
         except Exception as exc:  # the commit failed: nothing of the batch was stored

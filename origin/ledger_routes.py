@@ -75,7 +75,7 @@ async def create_order(request: Request) -> Response:
     order = decode_json(body, orders.NewOrder)
 
     def work(tx: Tx) -> tuple[int, Any]:
-        keys = orders.PrivacyKeys(settings.pii_key, settings.postcode_key)
+        keys = settings.privacy_keys()
         public = orders.create_order(tx, order, keys)
         return 201, msgspec.to_builtins(public)
 
@@ -86,6 +86,7 @@ async def create_shipment(request: Request) -> Response:
     require(request, "admin")
     body = await read_body(request, MAX_BODY)
     req = decode_json(body, NewShipment)
+    keyring = request.app.state.settings.pii_keyring
 
     def work(tx: Tx) -> tuple[int, Any]:
         found = tx.get(ChangeKinds.SHIPMENT, req.tracking_number)
@@ -126,6 +127,7 @@ async def create_shipment(request: Request) -> Response:
             order_id=req.order_id,
             site_id=site_id,
             region=region,
+            keyring=keyring,
         )
         return 201, msgspec.to_builtins(s)
 

@@ -4,14 +4,16 @@ What leaves the origin (the `order` entity): a pseudonymous customer ref (HMAC w
 `WAYPOST_PII_KEY`, which never leaves), the city, the postcode district, `postcode_hmac` (HMAC
 of the normalized full postcode with `WAYPOST_POSTCODE_KEY`, which edges share so they can check
 a postcode a shopper types without ever holding it), coordinates rounded to about 1 km, lines
-and the time placed. Names, e-mails, phones, street addresses and full postcodes stay in the
-origin-only `customer_order` table.
+and the time placed. Names, e-mails, phones, street addresses, full postcodes and exact
+coordinates stay in the origin-only `customer_order` table, each field sealed under
+`WAYPOST_PII_ENCRYPTION_KEYS` (`origin.pii`), so a copy of the database holds none of them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,13 +21,16 @@ from typing import Annotated
 
 import msgspec
 
-from origin.errors import Conflict, InvalidInput
+from origin import pii
+from origin.errors import Conflict, InvalidInput, KeyUnavailable
 from origin.ledger import check_lines
 from origin.sanitize import Known
 from origin.store import Tx
 from sync.entities import ChangeKinds, Line, Order, encode_entity, region_bucket
 from sync.inbound import normalize_times
 from sync.links import normalize_postcode, postcode_hmac
+
+log = logging.getLogger("waypost.origin")
 
 OrderId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Text = Annotated[str, msgspec.Meta(max_length=200)]
@@ -74,8 +79,41 @@ class Private(msgspec.Struct, frozen=True, kw_only=True):
     destination: Destination
 
 
-_private_encoder = msgspec.msgpack.Encoder()
-_private_decoder = msgspec.msgpack.Decoder(Private)
+def private_fields(p: Private) -> pii.Fields:
+    """The record as path → value, the unit `origin.pii` seals (and erasure removes) one by one."""
+    c, d, a = p.customer, p.destination, p.customer.address or Address()
+    return {
+        "customer.customer_id": c.customer_id,
+        "customer.name": c.name,
+        "customer.email": c.email,
+        "customer.phone": c.phone,
+        "customer.address.street": a.street,
+        "customer.address.postcode": a.postcode,
+        "customer.address.city": a.city,
+        "customer.address.country": a.country,
+        "destination.lat": d.lat,
+        "destination.lon": d.lon,
+        "destination.street": d.street,
+        "destination.postcode": d.postcode,
+        "destination.city": d.city,
+        "destination.country": d.country,
+    }
+
+
+def customer_from_fields(fields: pii.Fields) -> Customer:
+    """The customer part of opened fields (erased fields read as empty)."""
+
+    def text(path: str) -> str:
+        return str(fields.get(path, ""))
+
+    return Customer(
+        customer_id=text("customer.customer_id"),
+        name=text("customer.name"),
+        email=text("customer.email"),
+        phone=text("customer.phone"),
+    )
+
+
 _lines_encoder = msgspec.msgpack.Encoder()
 
 
@@ -121,6 +159,7 @@ def region_for(tx: Tx, lat: float, lon: float) -> str:
 class PrivacyKeys:
     pii_key: bytes  # keys customer refs; never leaves the origin
     postcode_key: bytes  # keys postcode_hmac; edges share it
+    keyring: pii.Keyring  # seals personal data at rest; never leaves the origin
 
 
 def create_order(tx: Tx, order: NewOrder, keys: PrivacyKeys) -> Order:
@@ -159,7 +198,11 @@ def prepare_order(order: NewOrder, region: str, keys: PrivacyKeys, now: float) -
     return PreparedOrder(
         order_id=order.order_id,
         region=region,
-        pii=_private_encoder.encode(Private(customer=order.customer, destination=order.destination)),
+        pii=pii.seal(
+            keys.keyring,
+            order.order_id,
+            private_fields(Private(customer=order.customer, destination=order.destination)),
+        ),
         lines=_lines_encoder.encode(order.lines),
         placed_at=placed.timestamp(),
         public=public,
@@ -168,9 +211,9 @@ def prepare_order(order: NewOrder, region: str, keys: PrivacyKeys, now: float) -
 
 def save_order(tx: Tx, p: PreparedOrder) -> Order:
     cur = tx.execute(
-        "INSERT INTO customer_order (order_id, region, pii, lines, placed_at) VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT (order_id) DO NOTHING",
-        (p.order_id, p.region, p.pii, p.lines, p.placed_at),
+        "INSERT INTO customer_order (order_id, region, pii, lines, placed_at, customer_ref)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
+        (p.order_id, p.region, p.pii, p.lines, p.placed_at, p.public.customer_ref),
     )
     if cur.rowcount == 0:
         raise Conflict(f"order_id {p.order_id!r} exists already", code="order_exists")
@@ -191,19 +234,19 @@ def order_lines(tx: Tx, order_id: str) -> tuple[str, list[Line]] | None:
     return str(row[0]), msgspec.msgpack.decode(bytes(row[1]), type=list[Line])
 
 
-def known_address(private: Private) -> Known | None:
-    """What of an order's address the sanitizer masks in its carrier text."""
-    addresses = [private.destination.street]
-    postcodes = [private.destination.postcode]
-    if private.customer.address is not None:
-        addresses.append(private.customer.address.street)
-        postcodes.append(private.customer.address.postcode)
-    return Known.of(addresses, postcodes)
-
-
-def order_address(tx: Tx, order_id: str) -> Known | None:
-    """The order's own address for the sanitizer, or None (no such order, or no address)."""
+def order_address(tx: Tx, order_id: str, keyring: pii.Keyring | None) -> Known | None:
+    """The order's own address for the sanitizer, or None: no such order, no address, erased, or
+    no keyring that opens it (then the sanitizer's generic patterns alone mask the text)."""
+    if keyring is None:
+        return None
     row = tx.one("SELECT pii FROM customer_order WHERE order_id = ?", (order_id,))
     if row is None:
         return None
-    return known_address(_private_decoder.decode(bytes(row[0])))
+    try:
+        fields = pii.open_pii(keyring, order_id, bytes(row[0]))
+    except KeyUnavailable as exc:
+        log.warning("order %s: its address cannot mask carrier text: %s", order_id, exc.detail)
+        return None
+    streets = [str(fields.get(p, "")) for p in ("destination.street", "customer.address.street")]
+    postcodes = [str(fields.get(p, "")) for p in ("destination.postcode", "customer.address.postcode")]
+    return Known.of([s for s in streets if s], [p for p in postcodes if p])

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import msgspec
 
 from origin.orders import order_address
+from origin.pii import Keyring
 from origin.sanitize import SCRUB_VERSION
 from origin.shipments import ParkedEvent, sanitized, sanitized_events
 from origin.store import Store, Tx
@@ -68,16 +69,16 @@ def mark_fresh_store(tx: Tx) -> None:
         record_version(tx)
 
 
-def rescrubbed(tx: Tx, shipment: Shipment) -> Shipment | None:
+def rescrubbed(tx: Tx, shipment: Shipment, keyring: Keyring | None) -> Shipment | None:
     """The shipment with today's sanitizer over its timeline, or None when nothing changes."""
-    events = sanitized_events(shipment, order_address(tx, shipment.order_id))
+    events = sanitized_events(shipment, order_address(tx, shipment.order_id, keyring))
     if events == shipment.events:
         return None
     return msgspec.structs.replace(shipment, events=events, version=shipment.version + 1)
 
 
 def _shipments_after(
-    store: Store, after: str, limit: int, heads: dict[str, int], out: Rescrubbed
+    store: Store, keyring: Keyring | None, after: str, limit: int, heads: dict[str, int], out: Rescrubbed
 ) -> str | None:
     """Rewrite one batch of shipments after key `after`; the last key seen (None: no more)."""
     with store.transaction() as tx:
@@ -86,12 +87,12 @@ def _shipments_after(
             (ChangeKinds.SHIPMENT, after, limit),
         ).fetchall()
         for key, body in rows:
-            if rescrubbed(tx, decode_entity(ChangeKinds.SHIPMENT, bytes(body))) is None:
+            if rescrubbed(tx, decode_entity(ChangeKinds.SHIPMENT, bytes(body)), keyring) is None:
                 continue
             found = tx.get(ChangeKinds.SHIPMENT, key, for_update=True)  # the latest, locked
             if found is None:
                 continue
-            new = rescrubbed(tx, decode_entity(ChangeKinds.SHIPMENT, found[1]))
+            new = rescrubbed(tx, decode_entity(ChangeKinds.SHIPMENT, found[1]), keyring)
             if new is None:
                 continue
             if found[0] not in heads:
@@ -145,8 +146,9 @@ def _forget_history(store: Store, heads: dict[str, int]) -> dict[str, int]:
     return heads
 
 
-def rescrub(store: Store, batch: int = BATCH) -> Rescrubbed | None:
-    """Scrub what is stored with today's sanitizer, once per `SCRUB_VERSION` (None: done before)."""
+def rescrub(store: Store, keyring: Keyring | None, batch: int = BATCH) -> Rescrubbed | None:
+    """Scrub what is stored with today's sanitizer, once per `SCRUB_VERSION` (None: done before);
+    `keyring` opens each order's address, so the order's own street and postcode go too."""
     with store.reader() as r:
         if scrub_version(r) >= SCRUB_VERSION:
             return None
@@ -154,7 +156,7 @@ def rescrub(store: Store, batch: int = BATCH) -> Rescrubbed | None:
     heads: dict[str, int] = {}  # bucket → its head before the first rewrite in it
     after: str | None = ""
     while after is not None:
-        after = _shipments_after(store, after, batch, heads, out)
+        after = _shipments_after(store, keyring, after, batch, heads, out)
     after = ""
     while after is not None:
         after = _parked_after(store, after, batch, out)

@@ -14,7 +14,7 @@ import msgspec
 
 from models.world import Order as WorldOrder
 from models.world import World
-from origin import copurchase, ledger, registry, rescrub
+from origin import copurchase, ledger, registry, rescrub, retention
 from origin.orders import (
     Address,
     Customer,
@@ -83,7 +83,8 @@ def store_order(o: WorldOrder) -> NewOrder:
     )
 
 
-Row = tuple[str, str, bytes, PreparedOrder | None]  # bucket, tracking number, shipment body, order
+# bucket, tracking number, shipment body, (order id, settled at) for retention, order
+Row = tuple[str, str, bytes, tuple[str, float | None], PreparedOrder | None]
 _WORLD: dict[str, Any] = {}  # what forked generator processes inherit
 
 
@@ -98,9 +99,8 @@ def _generate(chunk: tuple[int, int]) -> tuple[int, list[Row]]:
     rows: list[Row] = []
     for s, o in pairs:
         order = None if keys is None else prepare_order(store_order(o), o.region, keys, now)
-        rows.append(
-            (region_bucket(regions[s.site_id]), s.tracking_number, encode_entity(_sanitized(s, o)), order)
-        )
+        bucket, settled = region_bucket(regions[s.site_id]), (s.order_id, retention.settled_at(s))
+        rows.append((bucket, s.tracking_number, encode_entity(_sanitized(s, o)), settled, order))
     return stop, rows
 
 
@@ -163,10 +163,15 @@ def seed_world(store: Store, world: World, keys: PrivacyKeys | None = None) -> d
     chunks = [(i, min(i + BATCH, world.spec.shipments)) for i in range(start, world.spec.shipments, BATCH)]
     for stop, rows in _generated(world, chunks, keys, store.clock()):
         with store.transaction() as tx:
-            for bucket, tn, shipment, order in rows:
+            for bucket, tn, shipment, _, order in rows:
                 if order is not None:
                     save_order(tx, order)
                 tx.put(bucket, ChangeKinds.SHIPMENT, tn, shipment)
+            tx.executemany(
+                "INSERT INTO order_shipment (tracking_number, order_id, settled_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (tracking_number) DO NOTHING",
+                [(tn, order_id, at) for _, tn, _, (order_id, at), _ in rows],
+            )
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ('seeded_shipments', ?)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -12,7 +12,9 @@ from typing import Annotated
 
 import msgspec
 
+from origin import retention
 from origin.orders import order_address
+from origin.pii import Keyring
 from origin.sanitize import Known, scrub_location, scrub_text
 from origin.store import Tx
 from sync.entities import (
@@ -117,11 +119,12 @@ def seen_webhook(tx: Tx, webhook_id: str) -> bool:
     return bool(cur.rowcount == 0)
 
 
-def ingest_event(tx: Tx, ev: TrackingEvent) -> str:
+def ingest_event(tx: Tx, ev: TrackingEvent, keyring: Keyring | None = None) -> str:
     """Apply one event, sanitized: "applied", "duplicate" or "parked".
 
     A parked event has no order yet, so only the generic patterns mask it; registration
-    sanitizes it again with the order's address before it joins the timeline."""
+    sanitizes it again with the order's address before it joins the timeline. `keyring` opens
+    the order's sealed address (without it only the generic patterns apply)."""
     found = tx.get(ChangeKinds.SHIPMENT, ev.tracking_number, for_update=True)
     received = utc(tx.now)
     if found is None:
@@ -137,17 +140,25 @@ def ingest_event(tx: Tx, ev: TrackingEvent) -> str:
         )
         return "parked"
     bucket, body = found
-    shipment = decode_entity(ChangeKinds.SHIPMENT, body)
-    ev = sanitized(ev, order_address(tx, shipment.order_id))
-    merged = merge_event(shipment, ev, received)
+    current = decode_entity(ChangeKinds.SHIPMENT, body)
+    ev = sanitized(ev, order_address(tx, current.order_id, keyring))
+    merged = merge_event(current, ev, received)
     if merged is None:
         return "duplicate"
+    retention.status_changed(tx, current, merged)
     tx.put(bucket, ChangeKinds.SHIPMENT, ev.tracking_number, encode_entity(merged))
     return "applied"
 
 
 def register_shipment(
-    tx: Tx, *, tracking_number: str, carrier: str, order_id: str, site_id: str, region: str
+    tx: Tx,
+    *,
+    tracking_number: str,
+    carrier: str,
+    order_id: str,
+    site_id: str,
+    region: str,
+    keyring: Keyring | None = None,
 ) -> Shipment:
     """Create a shipment (or return the existing one) and apply events parked for it."""
     found = tx.get(ChangeKinds.SHIPMENT, tracking_number, for_update=True)
@@ -171,13 +182,14 @@ def register_shipment(
         "SELECT event FROM parked_event WHERE tracking_number = ? AND received_at >= ? ORDER BY received_at",
         (tracking_number, cutoff),
     ).fetchall()
-    known = order_address(tx, order_id) if rows else None
+    known = order_address(tx, order_id, keyring) if rows else None
     for (blob,) in rows:
         parked = _parked_decoder.decode(bytes(blob))
         merged = merge_event(shipment, sanitized(parked.event, known), parked.received_at)
         if merged is not None:
             shipment = merged
     tx.execute("DELETE FROM parked_event WHERE tracking_number = ?", (tracking_number,))
+    retention.track(tx, shipment)
     tx.put(region_bucket(region), ChangeKinds.SHIPMENT, tracking_number, encode_entity(shipment))
     return shipment
 

@@ -6,7 +6,8 @@ an id — the client's `X-Request-ID` when it is a short token, else a new one �
 `scope["request_id"]`. An exception no handler turned into a response is logged once, with
 that id, and answered `{"error": "internal", "detail": …, "request_id": …}` with status 500
 in JSON like every other error, never Starlette's plain-text page. A bug is still a bug: a 500
-means one, and the log line says where.
+means one, and the log line says where. With `refuse_nul` (the origin, whose PostgreSQL refuses
+NUL in text) a path holding a NUL character is a 400 before any handler sees it.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ _CLIENT_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, *, logger: logging.Logger) -> None:
+    def __init__(self, app: ASGIApp, *, logger: logging.Logger, refuse_nul: bool = False) -> None:
         self.app = app
         self.log = logger
+        self.refuse_nul = refuse_nul  # PostgreSQL refuses NUL in text: refuse it before a query
         # Unique within the process and across its restarts; cheap to make (no syscall).
         self._prefix = os.urandom(4).hex()
         self._count = itertools.count(1)
@@ -50,7 +52,7 @@ class RequestGuard:
             return
         rid = self.request_id(scope)
         scope["request_id"] = rid.decode()
-        if "\x00" in scope["path"]:  # no resource has one; PostgreSQL refuses NUL in text
+        if self.refuse_nul and "\x00" in scope["path"]:
             await send_error(send, rid, 400, "invalid_path", "the path holds a NUL character")
             return
         started = False

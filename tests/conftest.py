@@ -28,7 +28,6 @@ from edge.app import create_app as create_edge
 from edge.settings import EdgeSettings
 from models.world import World, WorldSpec
 from origin.app import create_app as create_origin
-from origin.orders import PrivacyKeys
 from origin.seed import seed_world
 from origin.settings import OriginSettings
 from origin.signatures import sign
@@ -103,6 +102,10 @@ def wait_until(cond: Callable[[], Any], *, timeout: float = 15.0, what: str = "c
         time.sleep(0.01)
 
 
+# The tests' sealing key (a fixed one, so a subprocess started by a test opens what it seals).
+PII_ENCRYPTION_KEYS = "t1:" + base64.urlsafe_b64encode(bytes(range(32))).decode().rstrip("=")
+
+
 def origin_settings(data_dir: Path, clock: Clock, **overrides: Any) -> OriginSettings:
     env = {
         "WAYPOST_WEBHOOK_SECRET": WEBHOOK_SECRET,
@@ -111,6 +114,7 @@ def origin_settings(data_dir: Path, clock: Clock, **overrides: Any) -> OriginSet
         "WAYPOST_LINK_SECRET": "link-secret",
         "WAYPOST_PII_KEY": "pii-key",
         "WAYPOST_POSTCODE_KEY": "postcode-key",
+        "WAYPOST_PII_ENCRYPTION_KEYS": PII_ENCRYPTION_KEYS,
         "WAYPOST_EASYPOST_SECRET": EASYPOST_SECRET,
         "WAYPOST_AFTERSHIP_SECRET": AFTERSHIP_SECRET,
     }
@@ -284,7 +288,7 @@ def origin(tmp_path: Path, clock: Clock, world: World, store_url: str | None) ->
     data = tmp_path / "origin"
     settings = origin_settings(data, clock, store_url=store_url)
     store = open_store(store_url, data, clock)
-    seed_world(store, world, PrivacyKeys(settings.pii_key, settings.postcode_key))
+    seed_world(store, world, settings.privacy_keys())
     store.close()
     with (
         ServerThread(create_origin(settings)) as server,

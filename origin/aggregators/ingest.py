@@ -24,6 +24,7 @@ from starlette.responses import Response
 
 from origin.errors import InvalidInput, NotConfigured, Unauthorized
 from origin.http import json_response, read_body
+from origin.pii import Keyring
 from origin.settings import OriginSettings
 from origin.shipments import TrackingEvent, ingest_event, utc
 from origin.store import Store, Tx
@@ -145,11 +146,11 @@ def revise_eta(tx: Tx, tracking_number: str, eta: datetime, as_of: datetime | No
     return True
 
 
-def apply_batch(store: Store, batch: Batch) -> dict[str, int | str]:
+def apply_batch(store: Store, batch: Batch, keyring: Keyring | None = None) -> dict[str, int | str]:
     """Merge a payload's events and ETA in one transaction; say what changed."""
     events = with_eta(batch.events, batch.eta)
     with store.transaction() as tx:
-        tally = Tally(ingest_event(tx, ev) for ev in events)
+        tally = Tally(ingest_event(tx, ev, keyring) for ev in events)
         as_of = events[-1].occurred_at if events else None
         eta_revised = batch.eta is not None and revise_eta(tx, batch.tracking_number, batch.eta, as_of)
     if tally["applied"] or eta_revised:
@@ -188,6 +189,6 @@ async def receive(request: Request, provider: str, secret: str, verify: Verify, 
     for code in batch.unknown_codes:
         metrics.unknown_codes.labels(provider, code[:CODE_MAX]).inc()
     store: Store = request.app.state.store
-    result = await to_thread.run_sync(apply_batch, store, batch)
+    result = await to_thread.run_sync(apply_batch, store, batch, settings.pii_keyring)
     metrics.webhooks.labels(provider, str(result["status"])).inc()
     return json_response(result, 202)

@@ -187,6 +187,22 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE reservation ADD COLUMN owner TEXT;
     """,
+    # 5: personal data at rest (origin/pii.py, origin/retention.py): the pseudonymous customer ref
+    # beside the sealed record (co-purchase and erasure by customer need no key), when the record
+    # was erased, and each shipment's order and the time it settled (delivered, returned,
+    # expired) for the retention sweep. Touches nothing migration 5 does.
+    """
+    ALTER TABLE customer_order ADD COLUMN customer_ref TEXT COLLATE "C";
+    ALTER TABLE customer_order ADD COLUMN erased_at DOUBLE PRECISION;
+    CREATE INDEX customer_order_by_ref ON customer_order (customer_ref);
+    CREATE TABLE order_shipment (
+        tracking_number TEXT COLLATE "C" PRIMARY KEY,
+        order_id TEXT COLLATE "C" NOT NULL,
+        settled_at DOUBLE PRECISION
+    );
+    CREATE INDEX order_shipment_by_order ON order_shipment (order_id);
+    CREATE INDEX order_shipment_settled ON order_shipment (settled_at);
+    """,
 ]
 
 # Every table the migrations create, in creation order (what a backup holds).

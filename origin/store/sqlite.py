@@ -118,6 +118,22 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE reservation ADD COLUMN owner TEXT;
     """,
+    # 5: personal data at rest (origin/pii.py, origin/retention.py): the pseudonymous customer ref
+    # beside the sealed record (co-purchase and erasure by customer need no key), when the record
+    # was erased, and each shipment's order and the time it settled (delivered, returned,
+    # expired) for the retention sweep. Touches nothing migration 5 does.
+    """
+    ALTER TABLE customer_order ADD COLUMN customer_ref TEXT;
+    ALTER TABLE customer_order ADD COLUMN erased_at REAL;
+    CREATE INDEX customer_order_by_ref ON customer_order (customer_ref);
+    CREATE TABLE order_shipment (
+        tracking_number TEXT PRIMARY KEY,
+        order_id TEXT NOT NULL,
+        settled_at REAL
+    );
+    CREATE INDEX order_shipment_by_order ON order_shipment (order_id);
+    CREATE INDEX order_shipment_settled ON order_shipment (settled_at);
+    """,
 ]
 
 
@@ -145,7 +161,13 @@ def _connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connectio
         path, isolation_level=None, check_same_thread=check_same_thread, timeout=BUSY_TIMEOUT_MS / 1000
     )
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    # The system of record: a commit is acknowledged only once its WAL frames are synced, so it
+    # survives power loss, not just a killed process (NORMAL syncs only at checkpoints). Writes
+    # that carry load share that sync through group commit (origin/ingest.py); docs/durability.md.
+    conn.execute("PRAGMA synchronous=FULL")
+    # Overwrite what an update or delete frees (an erased record, a re-sealed row) where that
+    # costs no extra I/O, rather than leave it in free space within pages.
+    conn.execute("PRAGMA secure_delete=FAST")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA cache_size=-65536")
     return conn

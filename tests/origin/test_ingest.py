@@ -69,8 +69,8 @@ def test_a_failing_event_is_undone_alone_and_can_be_retried(store: Store, monkey
     tns = numbers(store)
     real = shipments.ingest_event
 
-    def flaky(tx: Any, ev: shipments.TrackingEvent) -> str:
-        out = real(tx, ev)  # it has written, then fails: all of it must be undone
+    def flaky(tx: Any, ev: shipments.TrackingEvent, keyring: Any = None) -> str:
+        out = real(tx, ev, keyring)  # it has written, then fails: all of it must be undone
         if ev.message == "scan 1":
             raise RuntimeError("boom")
         return out

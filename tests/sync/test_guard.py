@@ -28,7 +28,7 @@ async def broken(request: Request) -> JSONResponse:
 def client() -> TestClient:
     app = Starlette(
         routes=[Route("/ok", ok), Route("/broken", broken)],
-        middleware=[Middleware(RequestGuard, logger=log)],
+        middleware=[Middleware(RequestGuard, logger=log, refuse_nul=True)],
         exception_handlers=dict(NO_ROUTE_HANDLERS),
     )
     return TestClient(app, raise_server_exceptions=False)
