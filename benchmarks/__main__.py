@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--origins", type=int, default=1, help="origin processes (ingest)")
     run.add_argument("--regions", type=int, default=2, help="regions in the world; one edge serves the first")
     run.add_argument("--wrk-duration", type=float, help="seconds of each wrk throughput run")
-    run.add_argument("--connections", type=int, default=32, help="wrk connections")
+    run.add_argument("--connections", type=int, help="wrk connections (default 32; overload 1000)")
     run.add_argument("--rounds", type=int, default=3, help="wrk rounds, interleaved with the ceiling")
     run.add_argument("--no-wrk", action="store_true", help="skip the wrk (throughput) parts, saying so")
     run.add_argument("--sizes", type=_sizes, help="memory: shipments per size, e.g. 10000,100000,1000000")

@@ -29,7 +29,7 @@ class Options:
     origins: int = 1
     regions: int = 2
     wrk_duration: float | None = None
-    connections: int = 32
+    connections: int | None = None
     rounds: int = 3
     no_wrk: bool = False
     sizes: tuple[int, ...] | None = None
@@ -48,6 +48,7 @@ class Defaults:
     rate: float = 100.0
     duration: float = 30.0
     wrk_duration: float = 10.0
+    connections: int = 32  # wrk's
 
 
 @dataclass
@@ -84,6 +85,12 @@ class Run:
             return self.options.wrk_duration
         return self.scenario.defaults.wrk_duration
 
+    @property
+    def connections(self) -> int:
+        if self.options.connections is not None:
+            return self.options.connections
+        return self.scenario.defaults.connections
+
     def skip(self, what: str) -> None:
         self.result.skipped.append(what)
 
@@ -108,7 +115,7 @@ class Scenario:
             "store": run.options.store or "sqlite",
             "origins": run.options.origins,
             "regions": run.options.regions,
-            "connections": run.options.connections,
+            "connections": run.connections,
             "wrk_rounds": run.options.rounds,
             "arrivals": run.options.arrivals,
             "allotments": not run.options.no_allotments,

@@ -34,6 +34,7 @@ SUITE: list[tuple[str, Options]] = [
     ("seed", Options(shipments=40_000)),
     ("memory", Options(sizes=(10_000, 30_000))),
     ("route", Options(shipments=10_000, rate=100, duration=6)),  # then as long again on the floor
+    ("overload", Options(shipments=5_000, wrk_duration=4)),  # then as long again on the floor
 ]
 
 

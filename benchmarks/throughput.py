@@ -90,7 +90,7 @@ def _drive(run: Run, target: WrkTarget, round_no: int) -> tuple[Row, CpuReport]:
                     url=url,
                     script_args=args,
                     duration_s=run.wrk_duration,
-                    connections=max(run.options.connections // len(legs), 1),
+                    connections=max(run.connections // len(legs), 1),
                     tag=tag if len(legs) == 1 else f"{tag}-{i}",
                     env=run.env,
                 )

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 HAVE_WRK = shutil.which("wrk") is not None
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 NO_WRK_REASON = "wrk is not installed here (apt-get install -y wrk); CI installs it"
-WRK_PARTS = {"ceiling", "steady", "ingest"}
+WRK_PARTS = {"ceiling", "steady", "ingest", "overload"}
 
 TINY = ["--shipments", "600"]
 ONE_WRK_ROUND = ["--wrk-duration", "1", "--rounds", "1"]
@@ -39,6 +39,7 @@ SMOKE: dict[str, list[str]] = {
     "seed": ["--shipments", "2000"],
     "memory": ["--sizes", "400"],
     "route": [*TINY, "--rate", "20", "--duration", "3"],
+    "overload": [*TINY, "--connections", "200", "--wrk-duration", "2"],
 }
 ROW_FIELDS = {"name", "method", "requests", "rps", "p50_ms", "p95_ms", "p99_ms", "p999_ms", "errors"}
 
@@ -253,6 +254,21 @@ def test_route_reports_decisions_at_a_paced_rate(runs: dict[str, Finished]) -> N
     for locust_run in runs_by_tool.values():
         assert set(locust_run["steal"]) == set(locust_run["core_busy"])
         assert all(0 <= share < 1 for share in locust_run["steal"].values())
+
+
+def test_overload_probes_the_edge_and_the_floor_under_wrk(runs: dict[str, Finished]) -> None:
+    result = _completed(runs, "overload")
+    if not HAVE_WRK:
+        assert not ON_CI, "CI must install wrk (.ci/run does)"
+        pytest.skip(NO_WRK_REASON)
+    for target in ("edge", "floor: bare starlette"):
+        figures = result["figures"][target]
+        assert figures["wrk_requests"] > 0 and 0 <= figures["wrk_refused_share"] <= 1, figures
+        assert figures["probe_requests"] > 0, figures
+        row = _row(result, f"{target}: probe, admitted")
+        assert "refused (503)" in row["note"]
+    assert result["figures"]["floor: bare starlette"]["wrk_refused_share"] == 0, "the floor never sheds"
+    assert result["figures"]["edge_shed_total"] >= 0
 
 
 def test_a_scenario_that_cannot_run_fails_loudly(tmp_path: Path) -> None:
