@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     chaos.add_argument("--keep", action="store_true", help="keep the data dirs even when every check passed")
     chaos.add_argument("--results-dir", type=Path, help="default: benchmarks/results")
 
+    fuzz = sub.add_parser("fuzz", help="hostile requests to every endpoint of a real origin and edge")
+    fuzz.add_argument("--inputs", type=int, default=100_000, help="requests to send (default 100,000)")
+    fuzz.add_argument("--seed", type=int, default=1)
+    fuzz.add_argument("--max-seconds", type=float, default=900.0, help="stop sending after this long")
+    fuzz.add_argument("--results-dir", type=Path, help="default: benchmarks/results")
+
     bare = sub.add_parser("serve-bare", help=argparse.SUPPRESS)
     bare.add_argument("--host", default="127.0.0.1")
     bare.add_argument("--port", type=int, required=True)
@@ -80,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
         serve(args.host, args.port)
         return 0
+    command = ["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])]
     if args.command == "chaos":
         from benchmarks.chaos import ChaosOptions, run_chaos
 
@@ -97,6 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         code, _ = run_chaos(
             opts, ["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])]
         )
+        return code
+    if args.command == "fuzz":
+        from benchmarks.fuzz import FuzzOptions, run_fuzz
+
+        fopts = FuzzOptions(
+            inputs=args.inputs, seed=args.seed, max_seconds=args.max_seconds, results_dir=args.results_dir
+        )
+        code, _ = run_fuzz(fopts, command)
         return code
     if args.command == "list":
         for name, scenario in SCENARIOS.items():
