@@ -33,6 +33,7 @@ import httpx
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
+from hypothesis.errors import HypothesisException
 
 from benchmarks import processes
 from benchmarks.chaos.stores import origin_snapshot
@@ -44,6 +45,7 @@ from benchmarks.results import git_info, machine, timestamp
 WORKERS = 6
 PER_EXAMPLE = 10  # cases drawn in one hypothesis example: the engine's cost is per example
 KEEP_PER_CLASS = 3  # failing cases kept per (endpoint, status, tag) to minimize from
+MINIMIZE_BUDGET = 60  # requests spent shrinking each failing class
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class Tally:
         self.failure_counts: Counter[tuple[str, int, str]] = Counter()
         self.not_json: Counter[str] = Counter()
         self.sent = 0
+        self.unsendable = 0  # cases httpx refused to send (e.g. a header h11 will not write)
 
     def record(self, case: Case, status: str, failed: int | None, not_json: bool) -> None:
         with self.lock:
@@ -113,7 +116,10 @@ def produce(
         for i, ep in enumerate(ENDPOINTS):
             if stop.is_set():
                 return
-            drawer(ep, per_round[ep], opts.seed * 1_000_003 + rnd * 1000 + i, out, world, counter, stop)()
+            try:
+                drawer(ep, per_round[ep], opts.seed * 1_000_003 + rnd * 1000 + i, out, world, counter, stop)()
+            except HypothesisException as exc:  # one endpoint's run; the next round draws again
+                print(f"fuzz: hypothesis stopped drawing for {ep.label}: {type(exc).__name__}", flush=True)
 
 
 def drawer(
@@ -139,9 +145,10 @@ def drawer(
     @hypothesis_seed(seed)
     @given(st.data())
     def draw(data: st.DataObject) -> None:
-        for _ in range(PER_EXAMPLE):
-            if not stop.is_set():
-                out.put(data.draw(cases(ep, world, next(counter))))
+        drawn = [data.draw(cases(ep, world, next(counter))) for _ in range(PER_EXAMPLE)]
+        if not stop.is_set():  # after drawing: what is drawn must not depend on outside state
+            for case in drawn:
+                out.put(case)
 
     return draw
 
@@ -154,7 +161,11 @@ def work(inbox: queue.Queue[Case | None], tally: Tally, bases: dict[str, str], s
                 return
             try:
                 r = send(client, wire(case, bases, s))
-            except httpx.HTTPError as exc:
+            except httpx.LocalProtocolError:  # httpx would not put it on the wire: not an input
+                with tally.lock:
+                    tally.unsendable += 1
+                continue
+            except Exception as exc:  # the server hung up, or timed out: counted by its type
                 tally.record(case, f"error:{type(exc).__name__}", None, False)
                 continue
             failed = r.status_code if is_5xx(case, r) else None
@@ -245,6 +256,8 @@ def run_fuzz(opts: FuzzOptions, command: list[str]) -> tuple[int, dict[str, Any]
         while tally.sent < opts.inputs and time.monotonic() - started < opts.max_seconds:
             time.sleep(0.2)
             procs.check_alive()
+            if not any(w.is_alive() for w in workers):
+                raise processes.BenchmarkError("every fuzz worker stopped (see the tracebacks above)")
             if not producer.is_alive():
                 raise processes.BenchmarkError("the hypothesis producer stopped (see its traceback above)")
         stop.set()
@@ -267,6 +280,7 @@ def run_fuzz(opts: FuzzOptions, command: list[str]) -> tuple[int, dict[str, Any]
         "5xx": sum(tally.failure_counts.values()),
         "5xx_classes": classes,
         "errors_not_json": dict(tally.not_json),
+        "unsendable": tally.unsendable,
     }
     (out_dir / "failures.jsonl").write_text("".join(json.dumps(c) + "\n" for c in classes))
     (out_dir / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -302,7 +316,7 @@ def minimize_classes(
 
         for (label, status, _tag), kept in sorted(tally.failures.items()):
             case = kept[0]
-            small, _spent = minimize(case, functools.partial(fails, status=status))
+            small, _spent = minimize(case, functools.partial(fails, status=status), budget=MINIMIZE_BUDGET)
             log = logs[small.endpoint.service]
             since = log.stat().st_size
             fails(small, status)

@@ -75,7 +75,9 @@ def _auth(case: Case, content: bytes, s: Secrets) -> dict[str, str]:
 
 
 def send(client: httpx.Client, w: Wire) -> httpx.Response:
-    return client.request(w.method, w.url, headers=w.headers, content=w.content)
+    # Latin-1 bytes: a header value may be any octet (httpx would refuse non-ASCII text).
+    headers = {k.encode(): v.encode("latin-1", "replace") for k, v in w.headers.items()}
+    return client.request(w.method, w.url, headers=headers, content=w.content)
 
 
 def is_5xx(case: Case, r: httpx.Response) -> bool:
