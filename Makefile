@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 TRAIN_STAMP := $(VENV)/.installed-train
 
-.PHONY: venv demo test lint bench train train-check clean
+.PHONY: venv demo test lint bench chaos fuzz train train-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ test: lint
 
 bench: venv
 	$(BIN)/python -m benchmarks suite
+
+# The long fault and abuse runs (issue #17), on demand; `make test` runs their short versions.
+chaos: venv
+	$(BIN)/python -m benchmarks chaos --kills 1000
+
+fuzz: venv
+	$(BIN)/python -m benchmarks fuzz --inputs 100000
 
 train: $(TRAIN_STAMP)
 	$(BIN)/python -m models train

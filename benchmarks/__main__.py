@@ -1,4 +1,4 @@
-"""`python -m benchmarks run --scenario NAME …` · `suite` · `list`.
+"""`python -m benchmarks run --scenario NAME …` · `suite` · `list` · `chaos` · `fuzz`.
 
 `serve-bare` is what the runner starts for the ceiling; it is not meant to be run by hand.
 """
@@ -60,6 +60,22 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("list", help="the scenarios")
 
+    chaos = sub.add_parser("chaos", help="SIGKILL origin and edge under mixed load; check nothing is lost")
+    chaos.add_argument("--kills", type=int, default=20, help="kill cycles (default 20, the CI length)")
+    chaos.add_argument("--seed", type=int, default=1)
+    chaos.add_argument("--store", help="postgresql://… (default: a SQLite file in a temp dir)")
+    chaos.add_argument("--every", type=int, default=50, help="check the invariants after every N kills")
+    chaos.add_argument("--max-delay", type=float, default=1.0, help="most seconds of load between kills")
+    chaos.add_argument("--shipments", type=int, default=500, help="world size")
+    chaos.add_argument("--keep", action="store_true", help="keep the data dirs even when every check passed")
+    chaos.add_argument("--results-dir", type=Path, help="default: benchmarks/results")
+
+    fuzz = sub.add_parser("fuzz", help="hostile requests to every endpoint of a real origin and edge")
+    fuzz.add_argument("--inputs", type=int, default=100_000, help="requests to send (default 100,000)")
+    fuzz.add_argument("--seed", type=int, default=1)
+    fuzz.add_argument("--max-seconds", type=float, default=900.0, help="stop sending after this long")
+    fuzz.add_argument("--results-dir", type=Path, help="default: benchmarks/results")
+
     bare = sub.add_parser("serve-bare", help=argparse.SUPPRESS)
     bare.add_argument("--host", default="127.0.0.1")
     bare.add_argument("--port", type=int, required=True)
@@ -70,6 +86,33 @@ def main(argv: list[str] | None = None) -> int:
 
         serve(args.host, args.port)
         return 0
+    command = ["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])]
+    if args.command == "chaos":
+        from benchmarks.chaos import ChaosOptions, run_chaos
+
+        assert args.kills >= 1 and args.every >= 1, "--kills and --every must be at least 1"
+        opts = ChaosOptions(
+            kills=args.kills,
+            seed=args.seed,
+            store=args.store,
+            every=args.every,
+            max_delay_s=args.max_delay,
+            shipments=args.shipments,
+            results_dir=args.results_dir,
+            keep=args.keep,
+        )
+        code, _ = run_chaos(
+            opts, ["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])]
+        )
+        return code
+    if args.command == "fuzz":
+        from benchmarks.fuzz import FuzzOptions, run_fuzz
+
+        fopts = FuzzOptions(
+            inputs=args.inputs, seed=args.seed, max_seconds=args.max_seconds, results_dir=args.results_dir
+        )
+        code, _ = run_fuzz(fopts, command)
+        return code
     if args.command == "list":
         for name, scenario in SCENARIOS.items():
             print(f"{name:10} {scenario.summary}")
