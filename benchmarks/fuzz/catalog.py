@@ -78,6 +78,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     E("origin", "POST", "/v1/reservations/{reservation_id}/commit", "edge"),
     E("origin", "POST", "/v1/reservations/{reservation_id}/release", "edge"),
     E("origin", "POST", "/v1/links", "admin", "json"),
+    E("origin", "POST", "/v1/erasure", "admin", "json", weight=0.3),
     E("origin", "POST", "/v1/models", "admin", "json", weight=2),
     E("origin", "GET", "/v1/models/{sha256}", "edge", weight=0.5),
     E("origin", "GET", "/v1/sites", "edge", weight=0.3),
@@ -189,6 +190,7 @@ def valid(ep: Endpoint, w: FuzzWorld, n: int) -> Valid:
             "lines": lines,
         },
         "/v1/links": {"tracking_number": tn, "days": 30},
+        "/v1/erasure": {"order_id": f"fz-o-{n}"},
         "/v1/models": _release(n),
         "/v1/route": {
             "order_id": f"fz-r-{n}",

@@ -13,6 +13,7 @@ from benchmarks.fuzz.catalog import ENDPOINTS
 from edge.app import create_app as create_edge
 from edge.settings import EdgeSettings
 from origin.app import create_app as create_origin
+from origin.pii import Keyring, new_key
 from origin.settings import OriginSettings
 
 
@@ -26,7 +27,7 @@ def routes(service: str, app_routes: list[object]) -> set[tuple[str, str, str]]:
 
 
 def test_the_fuzzer_covers_every_endpoint(tmp_path: Path) -> None:
-    origin = create_origin(OriginSettings(data_dir=tmp_path / "o"))
+    origin = create_origin(OriginSettings(data_dir=tmp_path / "o", pii_keyring=Keyring.parse(new_key())))
     edge = create_edge(EdgeSettings(origin_url="http://127.0.0.1:1", region="north", data_dir=tmp_path / "e"))
     served = routes("origin", origin.routes) | routes("edge", edge.routes)
     fuzzed = {(e.service, e.method, e.path) for e in ENDPOINTS}
