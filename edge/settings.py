@@ -31,7 +31,7 @@ class EdgeSettings:
     page_max_age_s: int = 30
     page_cache_size: int = 20_000
     max_inflight: int = 256
-    shed_target_s: float = 0.005  # under a standing queue, requests that waited longer get 503
+    shed_target_s: float = 0.01  # the admission limit keeps the wait behind other admitted requests near this
     feed_limit: int = 500
     feed_wait_s: int = 20
     feed_batch_s: float = 0.02  # at the tail, the pause before the next page: fewer, fuller pages
@@ -89,7 +89,7 @@ class EdgeSettings:
             unlock_rate=float(env.get("WAYPOST_UNLOCK_RATE", "10")),
             timezone=env.get("WAYPOST_TIMEZONE", "UTC"),
             max_inflight=int(env.get("WAYPOST_MAX_INFLIGHT", "256")),
-            shed_target_s=float(env.get("WAYPOST_SHED_TARGET_MS", "5")) / 1000,
+            shed_target_s=float(env.get("WAYPOST_SHED_TARGET_MS", "10")) / 1000,
             feed_batch_s=float(env.get("WAYPOST_FEED_BATCH_S", "0.02")),
             allotments=env.get("WAYPOST_ALLOTMENTS", "1") not in ("0", "false", "off", "no"),
             allotment_horizon_s=float(env.get("WAYPOST_ALLOTMENT_HORIZON_S", "30")),

@@ -10,20 +10,22 @@ the protocol — no task, no middleware, no page.
 
 `Admission` is an adaptive concurrency limit (in the spirit of Netflix's concurrency-limits and
 Envoy's adaptive concurrency filter): a limit on requests admitted and not yet answered, found by
-AIMD against a target queueing delay. `ShedLoad` (the app's outermost middleware) measures how
-long each admitted request waited between arriving and being run and reports it: a wait over
-`target_s` more than the least wait seen lately shrinks the limit by a tenth (at most once per
-`target_s`, so one slow batch counts once); a wait within it grows the limit by one per limit's
-worth of requests. The least wait lately is the floor no limit can remove — at rest about
-nothing; under a flood of clients that resend at once, the time the loop spends reading and
-refusing the rest of its round — so the limit bounds what admitting adds on top of it instead of
-collapsing to its minimum chasing a wait it cannot cut. At rest the limit sits well above what is
+AIMD against a target queueing delay. The delay that counts is the one admitting causes: how long
+a request waited behind the requests run before it in the same round of the event loop.
+`ShedLoad` (the app's outermost middleware) measures it — a request that arrived after the
+previous one was run starts a new round — and reports it: a wait over `target_s` shrinks the
+limit by a tenth (at most once per `target_s`, so one slow round counts once), a wait within it
+grows the limit by one per limit's worth of requests. The rest of a request's wait — the loop
+reading its round's requests, and under a flood of clients that resend at once, refusing most of
+them — no limit can take away, so it is not held against the limit (a limit that chased it
+would sink to its minimum and serve almost nothing). At rest the limit sits well above what is
 queued and nothing is refused; under overload it settles where what is admitted waits about the
-target over that floor, and what the edge cannot serve is refused in microseconds.
+target behind the rest admitted with it, and what the edge cannot serve is refused in
+microseconds.
 
 `ShedLoad` also keeps a cap on requests in flight (`max_inflight`: those awaiting the origin or a
-thread) and, for a request that still waited longer than `interval_s` (a sudden stall), refuses
-it too. Probes and metrics are never shed.
+thread) and refuses a request that waited longer than `stall_s` in all (the loop stalled).
+Probes and metrics are never shed.
 
 `LoopLag` samples how late the loop runs a 10 ms timer: a gauge for operators.
 """
@@ -70,7 +72,7 @@ class Admission:
     def __init__(
         self,
         *,
-        target_s: float = 0.005,
+        target_s: float = 0.01,
         min_limit: int = 4,
         max_limit: int = 1024,
         initial: int = 256,
@@ -80,34 +82,25 @@ class Admission:
         self.min_limit = min_limit
         self.max_limit = max_limit
         self.limit = float(initial)
+        self.outstanding = 0  # admitted and not yet answered
         self.shed = 0  # refused by the limit, by the in-flight cap or after a stall
         self._shrunk_at = 0.0
-        # The least wait seen in this second and the last: what every request waits however few
-        # are admitted (under a flood, reading and refusing the rest of the loop's round).
-        self._window_at = 0.0
-        self._window_min = float("inf")
-        self._last_min = float("inf")
 
-    def admit(self, queued: int) -> bool:
-        if queued < self.limit:
+    def admit(self, *, waited: bool = False) -> bool:
+        # A client refused before that waited out its Retry-After goes first (up to twice the
+        # limit), so no one is refused round after round while others are served.
+        if self.outstanding < (2 * self.limit if waited else self.limit):
+            self.outstanding += 1
             return True
         self.shed += 1
         return False
 
-    @property
-    def floor_s(self) -> float:
-        """The wait no limit can take away: the least seen lately (0 before any)."""
-        least = min(self._window_min, self._last_min)
-        return 0.0 if least == float("inf") else least
+    def answered(self) -> None:
+        self.outstanding -= 1
 
     def waited(self, seconds: float, now: float) -> None:
-        """An admitted request waited `seconds` between arriving and being run."""
-        if now - self._window_at >= 1.0:
-            self._window_at, self._last_min, self._window_min = now, self._window_min, seconds
-        elif seconds < self._window_min:
-            self._window_min = seconds
-        # Only the wait that admitting more adds counts against the target.
-        if seconds > self.floor_s + self.target_s:
+        """An admitted request waited `seconds` behind the requests admitted before it."""
+        if seconds > self.target_s:
             if now - self._shrunk_at > self.target_s:
                 self.limit = max(self.min_limit, self.limit * 0.9)
                 self._shrunk_at = now
@@ -122,13 +115,15 @@ class ShedLoad:
         *,
         admission: Admission,
         max_inflight: int,
-        interval_s: float = 0.1,
+        stall_s: float = 0.5,
     ) -> None:
         self.app = app
         self.admission = admission
         self.max_inflight = max_inflight
-        self.interval_s = interval_s
+        self.stall_s = stall_s
         self.inflight = 0
+        self._round_start = 0.0  # when the first request of the loop's current round was run
+        self._last_start = 0.0  # when the last request was run
 
     def admit(self, scope: Scope) -> bool:
         if self.inflight >= self.max_inflight:
@@ -137,9 +132,15 @@ class ShedLoad:
         if arrived is None:  # not served through sync.server (a test client): nothing to judge by
             return True
         now = time.perf_counter()
-        waited = now - arrived
-        self.admission.waited(waited, now)
-        return waited <= self.interval_s
+        # A request that arrived after the last one was run was read in a later round of the
+        # loop: it starts a new round. What a request waits behind the ones run before it in its
+        # round is the queue that admitting made; the rest of its wait (the loop reading, and
+        # under a flood refusing, the round's other requests) no limit can take away.
+        if arrived > self._last_start:
+            self._round_start = now
+        self._last_start = now
+        self.admission.waited(now - self._round_start, now)
+        return now - arrived <= self.stall_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXEMPT:

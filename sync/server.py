@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,8 +35,13 @@ _TIMEOUT_408 = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection
 class Admission(Protocol):
     """Decides, as a request's headers arrive, whether it joins the queue (edge/shedding.py)."""
 
-    def admit(self, queued: int) -> bool:
-        """`queued`: requests admitted and not yet answered, this one not counted."""
+    def admit(self, *, waited: bool) -> bool:
+        """Whether to run this request; an admitted one is counted until `answered()`.
+        `waited`: its connection's last request was refused (and waited out its Retry-After)."""
+        ...
+
+    def answered(self) -> None:
+        """An admitted request was answered (or its connection lost)."""
         ...
 
 
@@ -98,6 +104,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     body_timeout_s = 30.0
     admission: Admission | None = None
     _refused = False  # the request being read was answered 503 without reaching the app
+    _counted = False  # the request under way was admitted and is counted by the admission
+    _waited = False  # this connection's last request was refused: its next one goes first
+    _backoff: asyncio.TimerHandle | None = None  # a refused connection's Retry-After, until read again
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -142,7 +151,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return True  # a pipelined request: answering now would answer out of order
         if self.url.partition(b"?")[0] in EXEMPT:
             return True
-        return self.admission.admit(len(self.tasks))
+        # Counted here and uncounted when answered: uvicorn's own task set still holds tasks
+        # that finished in this round of the loop, so it would count a round twice.
+        self._counted = self.admission.admit(waited=self._waited)
+        self._waited = False
+        return self._counted
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
@@ -150,16 +163,44 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._phase = None
-        if self._refused:  # its body read and dropped: the connection goes on as after any answer
+        if self._refused:  # its body read and dropped
             self._refused = False
-            if self.parser.should_keep_alive():
-                self.on_response_complete()
-            else:
+            self._waited = True  # its next request goes first, whenever it comes
+            if not self.parser.should_keep_alive():
                 self.transport.close()
+                return
+            # The connection is not read again until its Retry-After has passed: a client that
+            # asks again at once (a retry storm, a load generator) waits in the kernel's buffer,
+            # where it costs nothing, instead of being read and refused over and over.
+            # Shorter than announced, so a client that honours Retry-After never waits here; and
+            # jittered, so the many connections one round refused do not all come back in one
+            # later round and be refused together again, every second.
+            self.flow.pause_reading()
+            pause = RETRY_AFTER_S * random.uniform(0.5, 1.0)
+            self._backoff = self.loop.call_later(pause, self._back_from_refusal)
             return
         super().on_message_complete()
 
+    def on_response_complete(self) -> None:
+        if self._counted:
+            self._counted = False
+            assert self.admission is not None
+            self.admission.answered()
+        super().on_response_complete()
+
+    def _back_from_refusal(self) -> None:
+        self._backoff = None
+        if not self.transport.is_closing():
+            self.on_response_complete()  # reads again; arms the keep-alive timeout
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            assert self.admission is not None
+            self.admission.answered()
+        if self._backoff is not None:
+            self._backoff.cancel()
+            self._backoff = None
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
@@ -174,10 +215,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+RETRY_AFTER_S = 1
 _REFUSAL_BODY = b'{"error":"overloaded","detail":"the server is shedding load; retry after 1 s"}'
 _REFUSAL_HEAD = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-    b"content-length: %d\r\nretry-after: 1\r\ncache-control: no-store\r\n" % len(_REFUSAL_BODY)
+    b"content-length: %d\r\nretry-after: %d\r\ncache-control: no-store\r\n"
+    % (len(_REFUSAL_BODY), RETRY_AFTER_S)
 )
 _refusals = itertools.count(1)
 _REFUSAL_ID = b"x-request-id: shed-" + os.urandom(3).hex().encode() + b"-"

@@ -1,9 +1,10 @@
-"""`overload`: wrk with 1,000 connections on the tracking page, and a shopper's probe meanwhile.
+"""`overload`: wrk with 1,000 connections on the tracking page, and shoppers' probes meanwhile.
 
 A closed loop of `--connections` (default here 1,000) keep-alive connections asks for pages as
-fast as the edge answers, far past what one core serves. Meanwhile a probe asks for a page every
-20 ms on a connection of its own, as a shopper would, and times each answer. What the edge should
-show: the probe's admitted (200) answers stay fast, and what it cannot serve is refused with 503
+fast as the edge answers, far past what one core serves, and asks again at once after a 503
+(a retry storm). Meanwhile four probes each ask for a page every 20 ms on a connection of their
+own, as shoppers would, wait out a 503's Retry-After, and time each answer. What the edge should
+show: the probes' admitted (200) answers stay fast, and what it cannot serve is refused with 503
 at once. The same load against a bare Starlette endpoint served like the services is the floor:
 the tail the host and the generator set with no shedding at all.
 
@@ -29,11 +30,13 @@ from benchmarks.throughput import wrk_available
 from benchmarks.workload import sample_shipments
 
 PROBE_EVERY_S = 0.02
+PROBES = 4  # shoppers, each on a connection of its own
 
 
 @dataclass
 class Probe:
-    """A shopper's requests every 20 ms on one keep-alive connection, timed."""
+    """A shopper's requests every 20 ms on one keep-alive connection, timed; after a 503 it
+    waits out the Retry-After, as a well-behaved client does."""
 
     host: str
     port: int
@@ -61,6 +64,8 @@ class Probe:
                 conn = None
                 continue
             self.seconds.setdefault(status, []).append(time.perf_counter() - started)
+            if status == 503:
+                self.stop.wait(float(response.getheader("retry-after") or 1))
         if conn is not None:
             conn.close()
 
@@ -75,10 +80,11 @@ def _pct(values: list[float], q: float) -> float | None:
 def _drive(run: Run, name: str, service: Service, paths: str, probe_path: str) -> Row:
     assert service.url is not None
     host, port = service.url.removeprefix("http://").split(":")
-    probe = Probe(host, int(port), probe_path)
-    thread = threading.Thread(target=probe.run, daemon=True)
+    probes = [Probe(host, int(port), probe_path) for _ in range(PROBES)]
+    threads = [threading.Thread(target=p.run, daemon=True) for p in probes]
     with CpuSampler([(service.role, service.pid)], run.cores.server) as sampler:
-        thread.start()
+        for t in threads:
+            t.start()
         wrk = run_wrk(
             run.procs,
             sampler,
@@ -91,14 +97,18 @@ def _drive(run: Run, name: str, service: Service, paths: str, probe_path: str) -
             tag=f"wrk-overload-{service.role}",
             env=run.env,
         )
-        probe.stop.set()
-        thread.join()
+        for p in probes:
+            p.stop.set()
+        for t in threads:
+            t.join()
     cpu = sampler.report()
     check_generator(run, cpu, f"wrk overload {service.role}")
     refused = wrk.errors["status"]
     admitted = wrk.requests - refused
-    ok, shed = probe.seconds.get(200, []), probe.seconds.get(503, [])
+    ok = [s for p in probes for s in p.seconds.get(200, [])]
+    shed = [s for p in probes for s in p.seconds.get(503, [])]
     probed = len(ok) + len(shed)
+    failed = sum(p.failed for p in probes)
     figures = {
         "wrk_requests": wrk.requests,
         "wrk_rps": round(wrk.rps, 1),
@@ -112,19 +122,19 @@ def _drive(run: Run, name: str, service: Service, paths: str, probe_path: str) -
         "probe_refused_p50_ms": _pct(shed, 0.5),
         "probe_refused_p99_ms": _pct(shed, 0.99),
         "probe_refused_share": round(len(shed) / probed, 4) if probed else None,
-        "probe_failed": probe.failed,
+        "probe_failed": failed,
     }
     run.result.figures[name] = figures
     row = Row(
         name=f"{name}: probe, admitted",
-        method=f"probe every 20 ms beside wrk -c{run.connections}",
+        method=f"{PROBES} probes, each every 20 ms, beside wrk -c{run.connections}",
         requests=len(ok),
         rps=round(len(ok) / run.wrk_duration, 1),
         p50_ms=_pct(ok, 0.5),
         p95_ms=_pct(ok, 0.95),
         p99_ms=_pct(ok, 0.99),
         max_ms=_pct(ok, 1.0),
-        errors=probe.failed,
+        errors=failed,
         server_cpu_s_per_request=cpu_per_request(cpu, [service.role], wrk.requests),
         note=(
             f"wrk: {wrk.rps:,.0f} req/s, {figures['wrk_admitted_rps']:,.0f} admitted, "
