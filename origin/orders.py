@@ -234,6 +234,11 @@ def order_lines(tx: Tx, order_id: str) -> tuple[str, list[Line]] | None:
     return str(row[0]), msgspec.msgpack.decode(bytes(row[1]), type=list[Line])
 
 
+_ADDRESS_PATHS = frozenset(
+    ("destination.street", "customer.address.street", "destination.postcode", "customer.address.postcode")
+)
+
+
 def order_address(tx: Tx, order_id: str, keyring: pii.Keyring | None) -> Known | None:
     """The order's own address for the sanitizer, or None: no such order, no address, erased, or
     no keyring that opens it (then the sanitizer's generic patterns alone mask the text)."""
@@ -243,7 +248,7 @@ def order_address(tx: Tx, order_id: str, keyring: pii.Keyring | None) -> Known |
     if row is None:
         return None
     try:
-        fields = pii.open_pii(keyring, order_id, bytes(row[0]))
+        fields = pii.open_pii(keyring, order_id, bytes(row[0]), only=_ADDRESS_PATHS)
     except KeyUnavailable as exc:
         log.warning("order %s: its address cannot mask carrier text: %s", order_id, exc.detail)
         return None
