@@ -29,5 +29,4 @@ def create_app() -> Starlette:
 def serve(host: str, port: int) -> None:
     from sync import server
 
-    options = server.ServerOptions.from_env()
-    server.run(create_app(), host=host, port=port, options=options, log_level="warning", access_log=False)
+    server.run(create_app(), host=host, port=port, log_level="warning")

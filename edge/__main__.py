@@ -39,14 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.insecure_dev:
         print("edge: --insecure-dev: running with throwaway secrets", file=sys.stderr)
-    server.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        options=server.ServerOptions.from_env(),
-        log_level=args.log_level,
-        access_log=False,
-    )
+    server.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 

@@ -120,14 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.insecure_dev:
             print("origin: --insecure-dev: running with throwaway secrets", file=sys.stderr)
-        server.run(
-            create_app(settings),
-            host=args.host,
-            port=args.port,
-            options=server.ServerOptions.from_env(),
-            log_level=args.log_level,
-            access_log=False,
-        )
+        server.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
         return 0
     if args.command in ("compact", "backup", "restore"):
         from origin.store import open_store

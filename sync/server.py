@@ -95,8 +95,11 @@ def config(app: Any, *, host: str, port: int, options: ServerOptions, **kwargs: 
     )
 
 
-def run(app: Any, *, host: str, port: int, options: ServerOptions, **kwargs: Any) -> None:
-    uvicorn.Server(config(app, host=host, port=port, options=options, **kwargs)).run()
+def run(app: Any, *, host: str, port: int, log_level: str, options: ServerOptions | None = None) -> None:
+    """Serve `app` until stopped, as `python -m origin|edge serve` do (options from the environment)."""
+    options = options or ServerOptions.from_env()
+    served = config(app, host=host, port=port, options=options, log_level=log_level, access_log=False)
+    uvicorn.Server(served).run()
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
