@@ -193,8 +193,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _back_from_refusal(self) -> None:
         self._backoff = None
-        if not self.transport.is_closing():
-            self.on_response_complete()  # reads again; arms the keep-alive timeout
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a request pipelined behind the refusal is under way: its answer resumes reading
+        self.on_response_complete()  # reads again; arms the keep-alive timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._counted:

@@ -130,3 +130,26 @@ def test_a_refused_request_is_a_503_at_once_and_the_connection_goes_on() -> None
         admission.open = True
         assert client.post("/echo", content=b"abc").json() == {"bytes": 3}, "the same connection works"
         assert admission.outstanding == 0, "what was admitted was counted until answered"
+
+
+def test_a_request_pipelined_behind_a_refusal_is_answered_after_it_in_order() -> None:
+    class SecondChance(Refusing):
+        def admit(self, *, waited: bool) -> bool:
+            self.outstanding += waited
+            return waited  # the connection's next request after a refusal goes first
+
+    a = app()
+    a.state.admission = SecondChance()
+    with ServerThread(a) as server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(
+            b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok"
+        )
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < 2 or not answers.endswith(b"}"):
+            answers += s.recv(65536)
+        first, second = answers.split(b"HTTP/1.1 ")[1:3]
+        assert first.startswith(b"503") and second.startswith(b"200") and b'{"bytes":2}' in second
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # and the connection goes on
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    assert a.state.admission.outstanding == 0
