@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
@@ -64,6 +63,7 @@ from models.serving import DeliveryTimeModel, EtaBand
 from sync import inbound
 from sync.client import FeedClient
 from sync.entities import ChangeKinds, Line, Site, decode_entity, stock_key
+from sync.guard import bearer_matches
 from sync.wire import to_json
 
 log = logging.getLogger("waypost.edge.routing")
@@ -426,9 +426,7 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _authorize(request: Request, token: str) -> None:
-    auth = request.headers.get("authorization", "")
-    given = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
-    if not given or not token or not hmac.compare_digest(given.encode(), token.encode()):
+    if not bearer_matches(request, token):
         raise RouteError(
             401, "unauthorized", "this endpoint needs the store token as 'Authorization: Bearer …'"
         )

@@ -114,8 +114,6 @@ async def waypost_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-
-
 async def housekeeping(store: Store, settings: OriginSettings) -> None:
     """Forget webhook ids that can no longer be replayed, stale parked events, old idempotency keys;
     erase the personal data of orders settled longer ago than the retention setting."""

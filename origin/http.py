@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Any, TypeVar
 
 import msgspec
@@ -12,6 +11,7 @@ from starlette.responses import Response
 from origin.errors import InvalidInput, TooLarge, Unauthorized, WaypostError
 from origin.settings import OriginSettings
 from sync import inbound
+from sync.guard import bearer_matches
 from sync.wire import to_json
 
 T = TypeVar("T")
@@ -24,10 +24,8 @@ def json_response(body: Any, status: int = 200) -> Response:
 def require(request: Request, role: str) -> None:
     """Check the bearer token: `admin`, or `edge` (which the admin token also passes)."""
     settings: OriginSettings = request.app.state.settings
-    auth = request.headers.get("authorization", "")
-    token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
     allowed = [settings.admin_token] + ([settings.edge_token] if role == "edge" else [])
-    if not token or not any(t and hmac.compare_digest(token.encode(), t.encode()) for t in allowed):
+    if not bearer_matches(request, *allowed):
         raise Unauthorized(f"this endpoint needs the {role} token as 'Authorization: Bearer …'")
 
 

@@ -103,14 +103,18 @@ async def _wrong_method(request: Request, exc: Exception) -> Response:
 NO_ROUTE_HANDLERS: dict[Any, Any] = {404: _not_found, 405: _wrong_method}
 
 
+def bearer_matches(request: Request, *tokens: str) -> bool:
+    """Whether the request's `Authorization: Bearer …` is one of `tokens` (empty ones never
+    match), compared in constant time."""
+    auth = request.headers.get("authorization", "")
+    given = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
+    return bool(given) and any(t and hmac.compare_digest(given.encode(), t.encode()) for t in tokens)
+
+
 def operator_refusal(request: Request, token: str) -> Response | None:
     """None when `request` may read operator data (`/metrics`, sync status): always when no
     `WAYPOST_OPERATOR_TOKEN` is set, else only with it as the bearer token; else the 401."""
-    if not token:
-        return None
-    auth = request.headers.get("authorization", "")
-    given = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
-    if given and hmac.compare_digest(given.encode(), token.encode()):
+    if not token or bearer_matches(request, token):
         return None
     detail = "this endpoint needs the operator token as 'Authorization: Bearer …'"
     body = {"error": "unauthorized", "detail": detail}
